@@ -1,0 +1,26 @@
+"""aurora-pipeline: label THEMIS all-sky-imager frames with a self-supervised SimCLR encoder.
+
+The library is plain Python (no Prefect import). The two entry points most users need:
+
+    >>> import aurora_pipeline
+    >>> ds = aurora_pipeline.open_site("store.zarr", "gako", start="2011-01-06T04", end="2011-01-06T06")
+    >>> both = aurora_pipeline.open_sites("store.zarr", ["gako", "gill"])
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("aurora-pipeline")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+
+def __getattr__(name):  # lazy, so `import aurora_pipeline` stays cheap (no torch, no zarr)
+    if name in ("open_site", "open_sites"):
+        from aurora_pipeline import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'aurora_pipeline' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "open_site", "open_sites"]

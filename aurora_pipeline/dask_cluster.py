@@ -1,0 +1,42 @@
+"""Dask clients for the per-file work: an existing scheduler, or a LocalCluster.
+
+Example:
+    >>> with dask_client() as client:          # LocalCluster, one process per core
+    ...     futures = client.map(work, items)
+    >>> with dask_client("tcp://10.0.0.5:8786") as client:   # an existing cluster
+    ...     ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import dask
+
+
+@contextlib.contextmanager
+def dask_client(address: str | None = None, *, n_workers: int | None = None, memory_limit: str = "4GiB"):
+    """Yield a ``distributed.Client``: to ``address`` when given, else to a new LocalCluster.
+
+    The LocalCluster has ``n_workers`` single-threaded worker processes (default: the
+    number of cores), each with one math thread, so that NumPy and PyTorch inside a
+    task do not oversubscribe the cores.
+    """
+    from distributed import Client, LocalCluster
+
+    if address:
+        client = Client(address, timeout="60s")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = n_workers or os.cpu_count() or 1
+    one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": one_thread, "distributed.worker.daemon": False}):
+        with LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None, memory_limit=memory_limit, silence_logs=40,
+        ) as cluster, Client(cluster) as client:
+            yield client
