@@ -66,6 +66,8 @@ def hour_key(hour: str | np.datetime64) -> str:
     text = str(hour)
     if re.fullmatch(r"\d{10}", text):
         return f"{text[:8]}T{text[8:]}"
+    if HOUR_GROUP.match(text):
+        return text
     h = np.datetime64(hour, "h").astype(object)
     return f"{h:%Y%m%dT%H}"
 

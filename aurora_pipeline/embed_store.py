@@ -1,0 +1,139 @@
+"""Embed the store's frames: Zarr frames in, ``embedding`` (time, feature) out, hour by hour.
+
+Each site-hour group gets an ``embedding`` variable beside ``frames``, on the same
+time axis, carrying the encoder's model id. An hour is done when its group attribute
+``aurora_embedding_model_id`` names the model, set after the variable is written; a
+rerun with the same model skips it, and a different model is refused unless
+``overwrite=True`` (two models' embeddings never mix in one variable).
+
+Memory stays flat: one hour (about 1,200 frames) is in memory at a time, and the
+next hour is read while the current one is embedded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from aurora_pipeline.errors import StoreError
+from aurora_pipeline.store import _select_hours, hour_attrs, hour_group, list_hours, list_sites, zarr_store
+
+MODEL_ATTR = "aurora_embedding_model_id"
+
+
+@dataclass
+class EmbedReport:
+    hours_embedded: list[str] = field(default_factory=list)
+    hours_skipped: list[str] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {
+            "hours_embedded": len(self.hours_embedded),
+            "hours_skipped": len(self.hours_skipped),
+            "frames": self.frames,
+            "seconds": round(self.seconds, 2),
+            "frames_per_second": round(self.frames / self.seconds, 1) if self.seconds else None,
+        }
+
+
+def hours_to_embed(zs, sites, start, end, model_id: str, overwrite: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(to do, already done with this model); refuses another model's embeddings unless ``overwrite``."""
+    todo, done, foreign = [], [], []
+    for site in sites:
+        for hour in _select_hours(list_hours(zs, site), start, end):
+            existing = (hour_attrs(zs, site, hour) or {}).get(MODEL_ATTR)
+            if existing == model_id and not overwrite:
+                done.append((site, hour))
+            else:
+                if existing and existing != model_id:
+                    foreign.append((site, hour, existing))
+                todo.append((site, hour))
+    if foreign and not overwrite:
+        site, hour, other = foreign[0]
+        raise StoreError(
+            f"{len(foreign)} hour(s) already hold embeddings of another model (e.g. {site}/{hour}: {other}; "
+            f"this checkpoint is {model_id}). Fix: pass --overwrite to replace them, or embed into another store."
+        )
+    return todo, done
+
+
+def write_embedding(zs, site: str, hour: str, times: np.ndarray, embedding: np.ndarray, model_id: str, dtype: str) -> None:
+    """Write ``embedding`` (n, d) beside the hour's frames, then record the model id on the group."""
+    group = hour_group(site, hour)
+    ds = xr.Dataset(
+        {
+            "embedding": (
+                ("time", "feature"),
+                embedding.astype(dtype),
+                {
+                    "units": "1",
+                    "long_name": "SimCLR encoder representation h (ResNet18 pooled features)",
+                    "aurora_model_id": model_id,
+                },
+            )
+        },
+        coords={"feature": ("feature", np.arange(embedding.shape[1], dtype=np.int32), {"long_name": "feature index", "units": "1"})},
+    )
+    zarr.open_group(zs, path=group, mode="r+").attrs[MODEL_ATTR] = ""  # not complete while writing
+    ds.to_zarr(zs, group=group, mode="a", consolidated=False,
+               encoding={"embedding": {"chunks": (min(1024, max(len(embedding), 1)), embedding.shape[1])}})
+    zarr.open_group(zs, path=group, mode="r+").attrs[MODEL_ATTR] = model_id
+
+
+def read_hour_frames(zs, site: str, hour: str) -> tuple[np.ndarray, np.ndarray]:
+    """(times datetime64[ms], frames uint8) of one site-hour."""
+    g = zarr.open_group(zs, path=hour_group(site, hour), mode="r")
+    frames = g["frames"][:]
+    times = (np.asarray(g["time"][:], dtype="int64")).astype("datetime64[ms]")
+    return times, frames
+
+
+def embed_store(
+    store,
+    embed_hour,
+    model_id: str,
+    *,
+    sites: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    overwrite: bool = False,
+    dtype: str = "float32",
+    storage_options: dict | None = None,
+    on_hour=None,
+) -> EmbedReport:
+    """Embed every complete hour of ``sites`` in ``[start, end)`` not yet embedded by ``model_id``.
+
+    ``embed_hour(frames uint8 (n, s, s)) -> float32 (n, d)`` runs the model (see
+    ``aurora_pipeline.embed``). Reads of the next hour and writes of the previous one
+    overlap the model's work.
+    """
+    zs = zarr_store(store, storage_options)
+    sites = [s.lower() for s in (sites or list_sites(zs))]
+    todo, done = hours_to_embed(zs, sites, start, end, model_id, overwrite)
+    report = EmbedReport(hours_skipped=[f"{s}/{h}" for s, h in done])
+    started = time.perf_counter()
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        pending_read = pool.submit(read_hour_frames, zs, *todo[0]) if todo else None
+        pending_write = None
+        for i, (site, hour) in enumerate(todo):
+            times, frames = pending_read.result()
+            pending_read = pool.submit(read_hour_frames, zs, *todo[i + 1]) if i + 1 < len(todo) else None
+            embedding = embed_hour(frames)
+            if pending_write is not None:
+                pending_write.result()
+            pending_write = pool.submit(write_embedding, zs, site, hour, times, embedding, model_id, dtype)
+            report.hours_embedded.append(f"{site}/{hour}")
+            report.frames += len(frames)
+            if on_hour is not None:
+                on_hour(site, hour, len(frames))
+        if pending_write is not None:
+            pending_write.result()
+    report.seconds = time.perf_counter() - started
+    return report
