@@ -18,10 +18,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store import _select_hours, hour_attrs, hour_group, list_hours, list_sites, zarr_store
+from aurora_pipeline.store import (
+    _select_hours,
+    hour_attrs,
+    list_hours,
+    list_sites,
+    read_hour_variable,
+    write_hour_variables,
+    zarr_store,
+)
 
 MODEL_ATTR = "aurora_embedding_model_id"
 
@@ -64,9 +71,8 @@ def hours_to_embed(zs, sites, start, end, model_id: str, overwrite: bool) -> tup
     return todo, done
 
 
-def write_embedding(zs, site: str, hour: str, times: np.ndarray, embedding: np.ndarray, model_id: str, dtype: str) -> None:
+def write_embedding(zs, site: str, hour: str, embedding: np.ndarray, model_id: str, dtype: str) -> None:
     """Write ``embedding`` (n, d) beside the hour's frames, then record the model id on the group."""
-    group = hour_group(site, hour)
     ds = xr.Dataset(
         {
             "embedding": (
@@ -81,18 +87,13 @@ def write_embedding(zs, site: str, hour: str, times: np.ndarray, embedding: np.n
         },
         coords={"feature": ("feature", np.arange(embedding.shape[1], dtype=np.int32), {"long_name": "feature index", "units": "1"})},
     )
-    zarr.open_group(zs, path=group, mode="r+").attrs[MODEL_ATTR] = ""  # not complete while writing
-    ds.to_zarr(zs, group=group, mode="a", consolidated=False,
-               encoding={"embedding": {"chunks": (min(1024, max(len(embedding), 1)), embedding.shape[1])}})
-    zarr.open_group(zs, path=group, mode="r+").attrs[MODEL_ATTR] = model_id
+    chunks = (min(1024, max(len(embedding), 1)), embedding.shape[1])
+    write_hour_variables(zs, site, hour, ds, MODEL_ATTR, model_id, {"embedding": {"chunks": chunks}})
 
 
-def read_hour_frames(zs, site: str, hour: str) -> tuple[np.ndarray, np.ndarray]:
-    """(times datetime64[ms], frames uint8) of one site-hour."""
-    g = zarr.open_group(zs, path=hour_group(site, hour), mode="r")
-    frames = g["frames"][:]
-    times = (np.asarray(g["time"][:], dtype="int64")).astype("datetime64[ms]")
-    return times, frames
+def read_hour_frames(zs, site: str, hour: str) -> np.ndarray:
+    """The frames (n, s, s) uint8 of one site-hour."""
+    return read_hour_variable(zs, site, hour, "frames")
 
 
 def embed_store(
@@ -123,12 +124,12 @@ def embed_store(
         pending_read = pool.submit(read_hour_frames, zs, *todo[0]) if todo else None
         pending_write = None
         for i, (site, hour) in enumerate(todo):
-            times, frames = pending_read.result()
+            frames = pending_read.result()
             pending_read = pool.submit(read_hour_frames, zs, *todo[i + 1]) if i + 1 < len(todo) else None
             embedding = embed_hour(frames)
             if pending_write is not None:
                 pending_write.result()
-            pending_write = pool.submit(write_embedding, zs, site, hour, times, embedding, model_id, dtype)
+            pending_write = pool.submit(write_embedding, zs, site, hour, embedding, model_id, dtype)
             report.hours_embedded.append(f"{site}/{hour}")
             report.frames += len(frames)
             if on_hour is not None:

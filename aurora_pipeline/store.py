@@ -282,3 +282,30 @@ def open_sites(
         out = out.isel(time=np.flatnonzero((out["label"] == code).values))
     out.attrs["sites"] = " ".join(sites)
     return out
+
+
+def write_hour_variables(zs, site: str, hour: str, ds: xr.Dataset, marker: str, value: str, encoding: dict | None = None) -> None:
+    """Write (or replace) derived variables of one site-hour beside its frames.
+
+    ``ds`` holds variables on the hour's ``time`` axis (no time coordinate needed; it
+    must have as many rows as the hour has frames). ``marker`` is a group attribute
+    cleared before the write and set to ``value`` after it, so an interrupted write is
+    redone by the next run.
+    """
+    group = zarr.open_group(zs, path=hour_group(site, hour), mode="r+")
+    n = group["frames"].shape[0]
+    if ds.sizes.get("time", n) != n:
+        raise StoreError(f"{site}/{hour_key(hour)}: {ds.sizes['time']} rows for {n} frames; refusing to write")
+    group.attrs[marker] = ""
+    ds.drop_vars("time", errors="ignore").to_zarr(zs, group=hour_group(site, hour), mode="a", consolidated=False, encoding=encoding or {})
+    group.attrs[marker] = value
+
+
+def read_hour_variable(zs, site: str, hour: str, name: str) -> np.ndarray:
+    """The whole of one variable of one site-hour, as a NumPy array."""
+    return zarr.open_group(zs, path=hour_group(site, hour), mode="r")[name][:]
+
+
+def read_hour_times(zs, site: str, hour: str) -> np.ndarray:
+    """Frame times of one site-hour, datetime64[ms]."""
+    return np.asarray(read_hour_variable(zs, site, hour, "time"), dtype="int64").astype("datetime64[ms]")
