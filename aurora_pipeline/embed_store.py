@@ -138,3 +138,59 @@ def embed_store(
             pending_write.result()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def embed_with_checkpoint(
+    store,
+    checkpoint: str,
+    *,
+    sites=None,
+    start=None,
+    end=None,
+    device: str = "auto",
+    overwrite: bool = False,
+    dtype: str = "float32",
+    batch_size: int = 512,
+    dask_address: str | None = None,
+    storage_options: dict | None = None,
+    on_hour=None,
+) -> dict:
+    """Load the encoder of ``checkpoint`` (a path or fsspec URL) and embed the store with it.
+
+    With ``dask_address`` the hours are split by site across the cluster's workers, each
+    loading the encoder once (GPU workers when the cluster has them).
+    """
+    from aurora_pipeline.checkpoint import load_encoder
+    from aurora_pipeline.embed import EmbedConfig, embed_frames
+
+    cfg = EmbedConfig(batch_size=batch_size, device=device, dtype="float32")
+    if dask_address:
+        return _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, dask_address, storage_options)
+    model, meta = load_encoder(checkpoint, device)
+    image_size = meta["config"]["image_size"]
+    report = embed_store(
+        store, lambda frames: embed_frames(model, frames, cfg, image_size), meta["model_id"],
+        sites=sites, start=start, end=end, overwrite=overwrite, dtype=dtype, storage_options=storage_options, on_hour=on_hour,
+    )
+    return {"model_id": meta["model_id"], **report.summary()}
+
+
+def _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, address, storage_options) -> dict:
+    from aurora_pipeline.dask_cluster import dask_client
+
+    zs = zarr_store(store, storage_options)
+    sites = [s.lower() for s in (sites or list_sites(zs))]
+    with dask_client(address) as client:
+        futures = client.map(
+            lambda site: embed_with_checkpoint(store, checkpoint, sites=[site], start=start, end=end, device=device,
+                                               overwrite=overwrite, dtype=dtype, storage_options=storage_options),
+            sites, pure=False,
+        )
+        parts = client.gather(futures)
+    return {
+        "model_id": parts[0]["model_id"] if parts else None,
+        "hours_embedded": sum(p["hours_embedded"] for p in parts),
+        "hours_skipped": sum(p["hours_skipped"] for p in parts),
+        "frames": sum(p["frames"] for p in parts),
+        "seconds": max((p["seconds"] for p in parts), default=0.0),
+    }
