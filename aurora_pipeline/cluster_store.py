@@ -30,11 +30,12 @@ def cluster_dataset(labels: np.ndarray, centroids: Centroids) -> xr.Dataset:
         "aurora_encoder_id": centroids.encoder_id})})
 
 
-def assign_store(store, centroids: Centroids, *, sites=None, start=None, end=None, storage_options=None) -> dict:
+def assign_store(store, centroids: Centroids, *, sites=None, start=None, end=None, storage_options=None,
+                 only: set[str] | None = None) -> dict:
     """Write ``cluster`` for every embedded hour not yet assigned with these centroids."""
     zs = zarr_store(store, storage_options)
     sites = [s.lower() for s in (sites or list_sites(zs))]
-    pairs, encoder_id = embedded_hours(zs, sites, start, end)
+    pairs, encoder_id = embedded_hours(zs, sites, start, end, only)
     if encoder_id != centroids.encoder_id:
         from aurora_pipeline.errors import StoreError
 

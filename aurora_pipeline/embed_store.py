@@ -50,11 +50,16 @@ class EmbedReport:
         }
 
 
-def hours_to_embed(zs, sites, start, end, model_id: str, overwrite: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(to do, already done with this model); refuses another model's embeddings unless ``overwrite``."""
+def hours_to_embed(zs, sites, start, end, model_id: str, overwrite: bool, only: set[str] | None = None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(to do, already done with this model); refuses another model's embeddings unless ``overwrite``.
+
+    ``only`` limits the hours to these ``"site/YYYYMMDDTHH"`` names (the nightly run's new hours).
+    """
     todo, done, foreign = [], [], []
     for site in sites:
         for hour in _select_hours(list_hours(zs, site), start, end):
+            if only is not None and f"{site}/{hour}" not in only:
+                continue
             existing = (hour_attrs(zs, site, hour) or {}).get(MODEL_ATTR)
             if existing == model_id and not overwrite:
                 done.append((site, hour))
@@ -108,6 +113,7 @@ def embed_store(
     dtype: str = "float32",
     storage_options: dict | None = None,
     on_hour=None,
+    only: set[str] | None = None,
 ) -> EmbedReport:
     """Embed every complete hour of ``sites`` in ``[start, end)`` not yet embedded by ``model_id``.
 
@@ -117,7 +123,7 @@ def embed_store(
     """
     zs = zarr_store(store, storage_options)
     sites = [s.lower() for s in (sites or list_sites(zs))]
-    todo, done = hours_to_embed(zs, sites, start, end, model_id, overwrite)
+    todo, done = hours_to_embed(zs, sites, start, end, model_id, overwrite, only)
     report = EmbedReport(hours_skipped=[f"{s}/{h}" for s, h in done])
     started = time.perf_counter()
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
@@ -154,6 +160,7 @@ def embed_with_checkpoint(
     dask_address: str | None = None,
     storage_options: dict | None = None,
     on_hour=None,
+    only: set[str] | None = None,
 ) -> dict:
     """Load the encoder of ``checkpoint`` (a path or fsspec URL) and embed the store with it.
 
@@ -165,17 +172,18 @@ def embed_with_checkpoint(
 
     cfg = EmbedConfig(batch_size=batch_size, device=device, dtype="float32")
     if dask_address:
-        return _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, dask_address, storage_options)
+        return _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, dask_address, storage_options, only)
     model, meta = load_encoder(checkpoint, device)
     image_size = meta["config"]["image_size"]
     report = embed_store(
         store, lambda frames: embed_frames(model, frames, cfg, image_size), meta["model_id"],
         sites=sites, start=start, end=end, overwrite=overwrite, dtype=dtype, storage_options=storage_options, on_hour=on_hour,
+        only=only,
     )
     return {"model_id": meta["model_id"], **report.summary()}
 
 
-def _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, address, storage_options) -> dict:
+def _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, address, storage_options, only) -> dict:
     from aurora_pipeline.dask_cluster import dask_client
 
     zs = zarr_store(store, storage_options)
@@ -183,7 +191,7 @@ def _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtyp
     with dask_client(address) as client:
         futures = client.map(
             lambda site: embed_with_checkpoint(store, checkpoint, sites=[site], start=start, end=end, device=device,
-                                               overwrite=overwrite, dtype=dtype, storage_options=storage_options),
+                                               overwrite=overwrite, dtype=dtype, storage_options=storage_options, only=only),
             sites, pure=False,
         )
         parts = client.gather(futures)

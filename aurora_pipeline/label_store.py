@@ -34,14 +34,18 @@ from aurora_pipeline.store import (
 LABEL_ATTR = "aurora_label_classifier_id"
 
 
-def embedded_hours(zs, sites, start=None, end=None) -> tuple[list[tuple[str, str]], str]:
+def embedded_hours(zs, sites, start=None, end=None, only: set[str] | None = None) -> tuple[list[tuple[str, str]], str]:
     """The (site, hour) pairs that have an embedding, and the single model id they share.
+
+    ``only`` limits the hours to these ``"site/YYYYMMDDTHH"`` names.
 
     Raises StoreError when there are none, or when hours carry different models' embeddings.
     """
     pairs, models = [], {}
     for site in sites:
         for hour in _select_hours(list_hours(zs, site), start, end):
+            if only is not None and f"{site}/{hour}" not in only:
+                continue
             model = (hour_attrs(zs, site, hour) or {}).get(MODEL_ATTR)
             if model:
                 pairs.append((site, hour))
@@ -145,11 +149,12 @@ def label_dataset(clf, proba: np.ndarray) -> xr.Dataset:
     )
 
 
-def classify_store(store, clf, *, sites=None, start=None, end=None, storage_options: dict | None = None) -> dict:
+def classify_store(store, clf, *, sites=None, start=None, end=None, storage_options: dict | None = None,
+                   only: set[str] | None = None) -> dict:
     """Write labels for every embedded hour; hours already labelled by this classifier are skipped."""
     zs = zarr_store(store, storage_options)
     sites = [s.lower() for s in (sites or list_sites(zs))]
-    pairs, encoder_id = embedded_hours(zs, sites, start, end)
+    pairs, encoder_id = embedded_hours(zs, sites, start, end, only)
     if encoder_id != clf.encoder_id:
         raise StoreError(f"the classifier {clf.classifier_id} was fitted on encoder {clf.encoder_id}'s embeddings, "
                          f"but the store's embeddings come from {encoder_id}. Fix: refit with `aurora-pipeline "

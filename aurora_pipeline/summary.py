@@ -23,3 +23,13 @@ def describe_store(store, storage_options: dict | None = None) -> dict:
     failures = read_failures(zs)
     lines.append(f"failures recorded: {len(failures)}")
     return {"sites": sites, "failures": int(len(failures)), "lines": lines}
+
+
+def run_summary_markdown(summary: dict) -> str:
+    """A nightly run's summary as a markdown table (for the Prefect artifact)."""
+    lines = ["| item | value |", "|---|---|"]
+    for key, value in summary.items():
+        if isinstance(value, (list, dict)):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else f"{len(value)}: " + "; ".join(map(str, value[:20]))
+        lines.append(f"| {key} | {value} |")
+    return "\n".join(lines)
