@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import dask
@@ -33,6 +34,8 @@ def dask_client(address: str | None = None, *, n_workers: int | None = None, mem
             client.close()
         return
     n = n_workers or os.cpu_count() or 1
+    for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.worker", "distributed.batched"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # start/stop chatter and shutdown races are not news
     one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": one_thread, "distributed.worker.daemon": False}):
         with LocalCluster(

@@ -177,9 +177,11 @@ def ingest(
     called as each file finishes (for progress logs).
     """
     zs = zarr_store(store, storage_options)
-    ensure_root(zs, f"ingest of {len(files)} archive file(s) requested")
     todo, done = plan(files, store, storage_options=storage_options) if skip_stored else (list(files), [])
     report = IngestReport(skipped=done)
+    if not todo:
+        return report  # nothing new: the store is left exactly as it was
+    ensure_root(zs, f"ingest of {len(todo)} archive file(s)")
     kwargs = dict(storage_options=storage_options, archive_storage_options=archive_storage_options)
     if client is None:
         results = (ingest_file(f, store, cfg, **kwargs) for f in todo)

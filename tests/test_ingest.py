@@ -1,0 +1,186 @@
+"""Ingest end to end: real and synthetic CDFs, both layouts, bad input, reruns, kills and late hours."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import aurora_pipeline
+from aurora_pipeline.archive import list_archive, relative_path
+from aurora_pipeline.failures import read_failures
+from aurora_pipeline.ingest import ingest
+from aurora_pipeline.preprocess import PreprocessConfig
+from aurora_pipeline.store import list_hours, zarr_store
+from aurora_pipeline.synth.archive import render_site_hour, write_asi_cdf, write_synthetic_archive
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL = SHARED / "themis" / "thg_l1_asf_gako_2011010617_v01.cdf"
+SMALL = PreprocessConfig(image_size=32)
+
+
+def _store_snapshot(path: Path) -> dict:
+    """Every file of a store and its bytes, minus nothing: 'exactly as one run would'."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _frames_by_time(store, site):
+    ds = aurora_pipeline.open_site(store, site)
+    return ds.time.values, ds.frames.values
+
+
+def test_real_themis_file_keeps_milliseconds(tmp_path):
+    if not REAL.exists():
+        pytest.skip(f"real THEMIS file not found at {REAL} (../shared/data is absent)")
+    archive = tmp_path / "archive"
+    target = archive / relative_path("gako", "2011-01-06T17")
+    target.parent.mkdir(parents=True)
+    shutil.copy(REAL, target)
+    report = ingest(list_archive(archive, sites=["gako"]), tmp_path / "s.zarr", SMALL)
+    assert report.summary()["files_ingested"] == 1
+    ds = aurora_pipeline.open_site(tmp_path / "s.zarr", "gako")
+    assert ds.sizes["time"] == 23
+    assert ds.time.values[0] == np.datetime64("2011-01-06T17:00:00.053")
+    attrs = xr.open_zarr(tmp_path / "s.zarr", group="gako/20110106T17").attrs
+    assert attrs["aurora_source_sha256"] == "ced04f7ac30fb683eee85aa810244c263de39c6c1b91323fa8b3d330d70b9a0a"
+    assert attrs["preprocess_fov_shrink"] == 0.15 and attrs["aurora_source_layout"] == "legacy"
+
+
+def test_both_layouts_give_the_same_store_content(tmp_path):
+    stores = {}
+    for layout in ("legacy", "v2024"):
+        archive = tmp_path / layout
+        write_synthetic_archive(archive, sites=["gill"], start="2011-01-06T04", hours=1, frames_per_hour=20, layout=layout)
+        store = tmp_path / f"{layout}.zarr"
+        ingest(list_archive(archive), store, SMALL)
+        stores[layout] = _frames_by_time(store, "gill")
+    np.testing.assert_array_equal(stores["legacy"][0], stores["v2024"][0])
+    np.testing.assert_array_equal(stores["legacy"][1], stores["v2024"][1])
+
+
+def test_rerun_leaves_the_store_exactly_as_one_run(tmp_path):
+    archive = tmp_path / "archive"
+    write_synthetic_archive(archive, sites=["gako", "gill"], hours=2, frames_per_hour=10)
+    store = tmp_path / "s.zarr"
+    first = ingest(list_archive(archive), store, SMALL)
+    before = _store_snapshot(store)
+    second = ingest(list_archive(archive), store, SMALL)
+    assert len(first.ingested) == 4 and len(second.ingested) == 0 and len(second.skipped) == 4
+    assert _store_snapshot(store) == before
+
+
+def test_late_hour_lands_in_place_without_rewriting_history(tmp_path):
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    write_synthetic_archive(archive, sites=["gako"], start="2011-01-06T17", hours=1, frames_per_hour=12)
+    ingest(list_archive(archive), store, SMALL)
+    hour17 = {p: p.stat().st_mtime_ns for p in (store / "gako" / "20110106T17").rglob("*") if p.is_file()}
+    write_synthetic_archive(archive, sites=["gako"], start="2011-01-06T16", hours=1, frames_per_hour=12)
+    report = ingest(list_archive(archive), store, SMALL)
+    assert [o.file.hour for o in report.ingested] == ["2011010616"]
+    times, _ = _frames_by_time(store, "gako")
+    assert len(times) == 24 and (np.diff(times) > np.timedelta64(0)).all()
+    assert {p: p.stat().st_mtime_ns for p in (store / "gako" / "20110106T17").rglob("*") if p.is_file()} == hour17
+
+
+def _bad_files(archive: Path) -> dict[str, Path]:
+    """One archive file per kind of bad input, each named where the official tree puts it."""
+    hour = np.datetime64("2011-01-06T05", "h")
+    times, images, _ = render_site_hour("gako", hour, 6, 0, size=64)
+    bad = {}
+    good = write_asi_cdf(archive / relative_path("gako", hour), "gako", times, images)
+    truncated = archive / relative_path("gako", hour + 1)
+    truncated.parent.mkdir(parents=True, exist_ok=True)
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    bad["truncated"] = truncated
+    t2, i2, _ = render_site_hour("gako", hour + 2, 6, 0, size=64)
+    bad["not increasing"] = write_asi_cdf(archive / relative_path("gako", hour + 2), "gako", t2[::-1].copy(), i2)
+    t3, i3, _ = render_site_hour("gill", hour + 3, 6, 0, size=64)
+    bad["site"] = write_asi_cdf(archive / relative_path("gako", hour + 3), "gill", t3, i3)  # content says gill
+    t4, i4, _ = render_site_hour("gako", hour + 4, 6, 0, size=64)
+    bad["hour"] = write_asi_cdf(archive / relative_path("gako", hour + 4), "gako", t4 + np.timedelta64(2, "h"), i4)
+    bad["shape"] = write_asi_cdf(archive / relative_path("gako", hour + 5), "gako", t4[:3], i4[:3, :, :40])
+    return bad
+
+
+def test_bad_files_are_recorded_and_never_stop_the_others(tmp_path):
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    bad = _bad_files(archive)
+    report = ingest(list_archive(archive, sites=["gako"]), store, SMALL)
+    assert [o.file.hour for o in report.ingested] == ["2011010605"]
+    failures = read_failures(zarr_store(store))
+    assert len(failures) == len(bad)
+    for kind, path in bad.items():
+        row = failures[failures["source"].str.endswith(path.name)]
+        assert len(row) == 1, kind
+        assert row["problem"].iloc[0] and row["fix"].iloc[0]
+    problems = " ".join(failures["problem"]).lower()
+    for word in ("increasing", "gill", "outside the hour"):
+        assert word in problems
+    # the good hour reads fine and nothing half-written is visible
+    assert list_hours(zarr_store(store), "gako") == ["20110106T05"]
+    # plain pandas/xarray reads the failures table
+    assert len(xr.open_zarr(store, group="failures").to_dataframe()) == len(bad)
+
+
+def test_unknown_site_code_is_reported(tmp_path):
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    hour = np.datetime64("2011-01-06T05", "h")
+    times, images, _ = render_site_hour("gako", hour, 4, 0, size=64)
+    write_asi_cdf(archive / relative_path("zzzz", hour), "zzzz", times, images)
+    report = ingest(list_archive(archive, sites=["zzzz"]), store, SMALL)
+    assert len(report.failed) == 1 and "zzzz" in report.failed[0].problem
+
+
+def test_fixed_file_leaves_the_failures_table(tmp_path):
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    hour = np.datetime64("2011-01-06T05", "h")
+    times, images, _ = render_site_hour("gako", hour, 4, 0, size=64)
+    path = write_asi_cdf(archive / relative_path("gako", hour), "gako", times, images)
+    good = path.read_bytes()
+    path.write_bytes(good[:100])
+    ingest(list_archive(archive), store, SMALL)
+    assert len(read_failures(zarr_store(store))) == 1
+    path.write_bytes(good)  # the archive re-issues the file
+    ingest(list_archive(archive), store, SMALL)
+    assert len(read_failures(zarr_store(store))) == 0
+    assert aurora_pipeline.open_site(store, "gako").sizes["time"] == 4
+
+
+KILLABLE = """
+import sys
+from aurora_pipeline.archive import list_archive
+from aurora_pipeline.ingest import ingest
+from aurora_pipeline.preprocess import PreprocessConfig
+ingest(list_archive(sys.argv[1]), sys.argv[2], PreprocessConfig(image_size=128))
+"""
+
+
+def test_killed_run_resumes_with_nothing_lost_or_doubled(tmp_path):
+    archive = tmp_path / "archive"
+    write_synthetic_archive(archive, sites=["gako"], hours=6, frames_per_hour=200)
+    killed, clean = tmp_path / "killed.zarr", tmp_path / "clean.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(archive), str(killed)])
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "gako").exists() and len(list_hours(zarr_store(killed), "gako", complete_only=False)) >= 2:
+            break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    started = list_hours(zarr_store(killed), "gako", complete_only=False)
+    assert 1 <= len(started) < 6, "the run was not killed half way; make the archive larger"
+    ingest(list_archive(archive), killed, PreprocessConfig(image_size=128))
+    ingest(list_archive(archive), clean, PreprocessConfig(image_size=128))
+    t1, f1 = _frames_by_time(killed, "gako")
+    t2, f2 = _frames_by_time(clean, "gako")
+    assert len(t1) == 1200
+    np.testing.assert_array_equal(t1, t2)
+    np.testing.assert_array_equal(f1, f2)
