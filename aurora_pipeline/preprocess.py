@@ -102,8 +102,9 @@ def stretch(images: np.ndarray, mask: np.ndarray | None = None, low: float = 1.0
     inside = x[:, mask] if mask is not None else x.reshape(len(x), -1).copy()
     m, p_high = _percentiles(inside, low, high)
     big_m = p_high - m  # the high percentile of x - m (a shift commutes with percentiles)
-    scale = np.where(big_m > 0, 1.0 / np.where(big_m > 0, big_m, 1.0), 0.0).astype(np.float32)
-    out = (x - m[:, None, None]) * scale[:, None, None]
+    flat = ~(big_m > 0)  # flat or saturated frames: no contrast to stretch
+    out = (x - m[:, None, None]) / np.where(flat, 1.0, big_m)[:, None, None]
+    out[flat] = 0.0
     np.clip(out, 0.0, 1.0, out=out)
     if mask is not None:
         out[:, ~mask] = 0.0

@@ -1,0 +1,67 @@
+"""Did pretraining learn something? Held-out accuracy of the linear classifier on the
+embeddings of a trained encoder beside the same classifier on a randomly initialised one.
+
+Both encoders embed the same labelled frames; the classifier is fitted on the same
+hours and scored on the same held-out hours (the last ``holdout_hours_fraction`` of
+each site's hours: whole hours, since frames seconds apart are near copies).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aurora_pipeline.checkpoint import load_encoder
+from aurora_pipeline.classify import ClassifierConfig, evaluate, fit_classifier
+from aurora_pipeline.embed import EmbedConfig, embed_frames
+from aurora_pipeline.labels_csv import match_labels, read_labels_csv
+from aurora_pipeline.simclr.backbone import resnet18_encoder
+from aurora_pipeline.store import _select_hours, list_hours, list_sites, read_hour_times, read_hour_variable, zarr_store
+
+
+def labelled_frames(store, labels_csv, holdout_hours_fraction: float):
+    """(frames uint8 (n, s, s), classes (n,), held_out (n,) bool) of the frames named in ``labels_csv``."""
+    zs = zarr_store(store, read_only=True)
+    per_site = {}
+    for site in list_sites(zs):
+        hours = _select_hours(list_hours(zs, site), None, None)
+        if hours:
+            times = [read_hour_times(zs, site, h) for h in hours]
+            starts = np.cumsum([0] + [len(t) for t in times])
+            per_site[site] = (np.concatenate(times), hours, starts)
+    matched, _ = match_labels(read_labels_csv(labels_csv), {s: v[0] for s, v in per_site.items()}, strict=False)
+    frames, classes, held = [], [], []
+    for site, m in matched.items():
+        _, hours, starts = per_site[site]
+        n_hold = int(round(holdout_hours_fraction * len(hours)))
+        first_held = starts[len(hours) - n_hold] if n_hold else starts[-1]
+        all_frames = np.concatenate([read_hour_variable(zs, site, h, "frames") for h in hours])
+        frames.append(all_frames[m.frame_index])
+        classes.append(m.class_name)
+        held.append(m.frame_index >= first_held)
+    return np.concatenate(frames), np.concatenate(classes), np.concatenate(held)
+
+
+def compare_with_random_init(store, labels_csv, checkpoint, *, holdout_hours_fraction: float = 0.3,
+                             seed: int = 0, device: str = "auto") -> dict:
+    """Held-out accuracy (and macro F1) for the trained encoder and a random-init one."""
+    frames, classes, held = labelled_frames(store, labels_csv, holdout_hours_fraction)
+    if not held.any() or held.all():
+        raise ValueError("need both fitted and held-out hours; use more hours or another holdout fraction")
+    trained, meta = load_encoder(checkpoint, device)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        random_init = resnet18_encoder().eval()
+    cfg = EmbedConfig(device=device)
+    names = sorted(set(classes.tolist()))
+    out = {"frames_fitted": int((~held).sum()), "frames_held_out": int(held.sum()), "classes": names}
+    for name, model, model_id in (("simclr", trained, meta["model_id"]), ("random_init", random_init, "random-init")):
+        X = embed_frames(model.to(trained_device(trained)), frames, cfg, meta["config"]["image_size"])
+        clf = fit_classifier(X[~held], classes[~held], ClassifierConfig(), encoder_id=model_id, class_names=names)
+        metrics = evaluate(clf, X[held], classes[held])
+        out[name] = {"holdout_accuracy": round(metrics["accuracy"], 4), "holdout_f1_macro": round(metrics["f1_macro"], 4)}
+    return out
+
+
+def trained_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
