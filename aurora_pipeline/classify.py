@@ -1,0 +1,457 @@
+"""Linear classifier on frozen SimCLR embeddings (paper section III.D).
+
+The paper fits an l2-regularised logistic regression (scikit-learn) to the encoder's
+representations and reports 5-fold cross-validated accuracy, precision, recall and F1
+(Table I) and a confusion matrix (Fig. 3). This module does the same on arrays:
+
+    X  (n, d) float   embeddings, one row per frame
+    y  (n,)   str     class names ("arc", "diffuse", ...)
+
+The fitted model is kept as plain arrays (``LinearClassifier``) so that applying it
+to a billion frames needs only numpy, and so that it can be saved without pickle:
+``classifier.json`` (class names, ids, config, metrics, versions) next to
+``classifier.npz`` (coef, intercept, scaler mean and scale; ``allow_pickle=False``).
+Its ``classifier_id`` is a hash of everything that decides its predictions, checked on
+every load.
+
+Example:
+    >>> clf = fit_classifier(X, y, ClassifierConfig(), encoder_id="simclr-3f2a...")
+    >>> metrics = cross_validate(X, y, ClassifierConfig())
+    >>> save_classifier(clf, "out/classifier", metrics=metrics)
+    >>> clf = load_classifier("out/classifier", expected_encoder_id="simclr-3f2a...")
+    >>> proba = clf.predict_proba(X_new)        # (m, k) float32, rows sum to 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from aurora_pipeline.errors import BadInputError, CheckpointError
+
+CLASSIFIER_FORMAT = "aurora-pipeline-classifier"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Settings of the linear classifier. The penalty is always l2 (as in the paper), so
+    it is not a setting; the solver is lbfgs, multinomial (softmax) for more than two classes."""
+
+    C: float = 1.0            # inverse l2 strength (scikit-learn's C); 1.0 is scikit-learn's default, which the paper used
+    max_iter: int = 2000      # lbfgs iterations; scikit-learn's 100 stops short on 512-d embeddings
+    standardize: bool = True  # z-score each feature with the training rows' mean and std (saved with the model)
+    cv_folds: int = 5         # stratified folds in cross_validate (paper: 5)
+    seed: int = 0             # shuffles the folds
+
+    def __post_init__(self):
+        if not (isinstance(self.C, (int, float)) and np.isfinite(self.C) and self.C > 0):
+            raise BadInputError("C", f"must be a positive number, got {self.C!r}", "use 1.0 (smaller = stronger l2)")
+        if not (isinstance(self.max_iter, int) and self.max_iter >= 1):
+            raise BadInputError("max_iter", f"must be a positive integer, got {self.max_iter!r}", "use 2000")
+        if not isinstance(self.standardize, bool):
+            raise BadInputError("standardize", f"must be true or false, got {self.standardize!r}", "use true")
+        if not (isinstance(self.cv_folds, int) and self.cv_folds >= 2):
+            raise BadInputError("cv_folds", f"must be an integer >= 2, got {self.cv_folds!r}", "use 5 as in the paper")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ClassifierConfig":
+        """Build from a mapping (e.g. parsed YAML); unknown keys are refused."""
+        return _config_from_dict(cls, values)
+
+
+def _config_from_dict(cls, values: dict):
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise BadInputError(cls.__name__, f"unknown setting(s) {unknown}", f"use only {known}")
+    return cls(**values)
+
+
+@dataclass(frozen=True, eq=False)
+class LinearClassifier:
+    """A fitted softmax classifier, as plain arrays.
+
+    Attributes:
+        coef: (k, d) float64 weights on standardised features. A two-class model from
+            scikit-learn (one weight row) is stored expanded as rows [0, w].
+        intercept: (k,) float64.
+        class_names: the k class names; column j of ``predict_proba`` is class_names[j].
+        mean, scale: (d,) float64; features are ``(X - mean) / scale`` before ``coef``
+            (zeros and ones when the config has ``standardize=False``).
+        encoder_id: id of the encoder whose embeddings the model was fitted on.
+        config: the ClassifierConfig it was fitted with.
+        classifier_id: content hash of all of the above (computed, not given).
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    class_names: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    encoder_id: str
+    config: ClassifierConfig
+    classifier_id: str = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "classifier_id", _content_id("clf", self._hashed_meta(), self._arrays()))
+
+    @property
+    def n_features(self) -> int:
+        return int(self.coef.shape[1])
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef, "intercept": self.intercept, "mean": self.mean, "scale": self.scale}
+
+    def _hashed_meta(self) -> dict:
+        return {"class_names": list(self.class_names), "encoder_id": self.encoder_id,
+                "config": dataclasses.asdict(self.config)}
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits, (n, k) float64. Raises BadInputError on a wrong shape or non-finite values."""
+        X = _check_features(X, "X", self.n_features)
+        return ((X - self.mean) / self.scale) @ self.coef.T + self.intercept
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, (n, k) float32, each row sums to 1 (softmax of the logits)."""
+        z = self.decision_function(X)
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        return z.astype(np.float32)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Index into ``class_names`` of the most probable class, (n,) int64."""
+        return np.argmax(self.decision_function(X), axis=1)
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def fit_classifier(
+    X: np.ndarray,
+    y: Sequence[str],
+    cfg: ClassifierConfig = ClassifierConfig(),
+    encoder_id: str = "",
+    class_names: Sequence[str] | None = None,
+) -> LinearClassifier:
+    """Fit the l2 logistic regression on all rows.
+
+    Args:
+        X: (n, d) embeddings. y: (n,) class names.
+        encoder_id: id of the encoder that made X; required, it travels with the model.
+        class_names: order of the classes (columns of predict_proba); default sorted names
+            in y. Every listed class needs at least one row.
+    Raises:
+        BadInputError: shapes disagree, non-finite X, fewer than two classes, a class with
+            no rows, labels outside ``class_names``, or no encoder_id.
+    """
+    if not isinstance(encoder_id, str) or not encoder_id:
+        raise BadInputError("encoder_id", "is empty", "pass the id of the encoder that made these embeddings")
+    X = _check_features(X, "X")
+    codes, names = _encode_labels(y, len(X), class_names)
+    return _fit_codes(X, codes, names, cfg, encoder_id)
+
+
+def _fit_codes(X: np.ndarray, codes: np.ndarray, names: tuple[str, ...], cfg: ClassifierConfig,
+               encoder_id: str) -> LinearClassifier:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    counts = np.bincount(codes, minlength=len(names))
+    if (counts == 0).any():
+        empty = [n for n, c in zip(names, counts) if c == 0]
+        raise BadInputError("y", f"classes {empty} have no training rows", "drop them from class_names or add rows")
+    if cfg.standardize:
+        scaler = StandardScaler().fit(X)
+        mean, scale = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
+    else:
+        mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    # penalty is l2 by default (l1_ratio=0); `penalty=` itself is deprecated in scikit-learn 1.8+.
+    model = LogisticRegression(C=cfg.C, solver="lbfgs", max_iter=cfg.max_iter, random_state=cfg.seed)
+    model.fit((X - mean) / scale, codes)
+    coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    if coef.shape[0] == 1:  # binary: P(class 1) = sigmoid(w.x + b) == softmax([0, w.x + b])[1]
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([[0.0], intercept])
+    return LinearClassifier(coef=coef, intercept=intercept, class_names=names, mean=mean, scale=scale,
+                            encoder_id=encoder_id, config=cfg)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def cross_validate(
+    X: np.ndarray,
+    y: Sequence[str],
+    cfg: ClassifierConfig = ClassifierConfig(),
+    class_names: Sequence[str] | None = None,
+    splits: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict:
+    """Cross-validated metrics of the classifier, as in Table I of the paper.
+
+    By default ``cfg.cv_folds`` stratified, shuffled (``cfg.seed``) folds. ``splits`` may
+    instead give explicit (train_index, test_index) pairs, e.g. OATH's published
+    train/test permutations; their test sets may overlap.
+
+    Returns the metrics dict described in ``_metrics``: ``accuracy`` is the mean of the
+    per-fold accuracies and ``accuracy_std`` their standard deviation (ddof=0, as
+    ``cross_val_score(...).std()``); precision, recall, F1 and the confusion matrix are
+    computed from the test predictions of all folds pooled (the same as
+    ``cross_val_predict`` for stratified folds).
+    Raises:
+        BadInputError: as fit_classifier, or a class with fewer rows than folds.
+    """
+    X = _check_features(X, "X")
+    codes, names = _encode_labels(y, len(X), class_names)
+    if splits is None:
+        from sklearn.model_selection import StratifiedKFold
+
+        counts = np.bincount(codes, minlength=len(names))
+        if counts.min() < cfg.cv_folds:
+            few = {n: int(c) for n, c in zip(names, counts) if c < cfg.cv_folds}
+            raise BadInputError("y", f"classes with fewer rows than the {cfg.cv_folds} folds: {few}",
+                                "label more frames of those classes or lower cv_folds")
+        folder = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+        splits = folder.split(np.zeros(len(codes)), codes)
+    fold_acc, all_true, all_pred = [], [], []
+    for train, test in splits:
+        train, test = np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
+        model = _fit_codes(X[train], codes[train], names, cfg, encoder_id="cross-validation")
+        pred = model.predict(X[test])
+        fold_acc.append(float(np.mean(pred == codes[test])))
+        all_true.append(codes[test])
+        all_pred.append(pred)
+    if not fold_acc:
+        raise BadInputError("splits", "is empty", "pass at least one (train_index, test_index) pair")
+    out = _metrics(np.concatenate(all_true), np.concatenate(all_pred), names, kind="cross_validation")
+    out.update(accuracy=float(np.mean(fold_acc)), accuracy_std=float(np.std(fold_acc)), fold_accuracies=fold_acc)
+    return out
+
+
+def evaluate(clf: LinearClassifier, X: np.ndarray, y: Sequence[str]) -> dict:
+    """Metrics of a fitted classifier on a held-out set; the same dict as cross_validate,
+    with ``accuracy_std`` None and one entry in ``fold_accuracies``.
+
+    Raises:
+        BadInputError: shapes disagree, or y holds names the classifier does not know.
+    """
+    X = _check_features(X, "X", clf.n_features)
+    codes, _ = _encode_labels(y, len(X), clf.class_names)
+    out = _metrics(codes, clf.predict(X), clf.class_names, kind="held_out")
+    out.update(accuracy_std=None, fold_accuracies=[out["accuracy"]])
+    return out
+
+
+def _metrics(true: np.ndarray, pred: np.ndarray, names: tuple[str, ...], kind: str) -> dict:
+    """JSON-ready metrics: kind, class_names, n_samples, accuracy, precision/recall/f1/support
+    per class ({name: value}), their unweighted means (*_macro, as in Table I), and
+    confusion_matrix (list of k rows: row = true class, column = predicted class)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = np.arange(len(names))
+    p, r, f, s = precision_recall_fscore_support(true, pred, labels=labels, zero_division=0)
+    cm = confusion_matrix(true, pred, labels=labels)
+    per_class = lambda values, cast=float: {n: cast(v) for n, v in zip(names, values)}  # noqa: E731
+    return {
+        "kind": kind,
+        "class_names": list(names),
+        "n_samples": int(len(true)),
+        "accuracy": float(np.mean(true == pred)),
+        "precision": per_class(p), "recall": per_class(r), "f1": per_class(f), "support": per_class(s, int),
+        "precision_macro": float(np.mean(p)), "recall_macro": float(np.mean(r)), "f1_macro": float(np.mean(f)),
+        "confusion_matrix": cm.astype(int).tolist(),
+    }
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_classifier(clf: LinearClassifier, out_dir: str | os.PathLike, metrics: dict | None = None,
+                    *, overwrite: bool = False) -> Path:
+    """Write ``classifier.npz`` then ``classifier.json`` into ``out_dir`` (each atomically).
+
+    Saving the same classifier again is allowed (a rerun rewrites the same files); a
+    different classifier already there is refused unless ``overwrite``.
+    Returns the path of classifier.json. Raises BadInputError when refusing to overwrite.
+    """
+    import sklearn
+
+    meta = {"classifier_id": clf.classifier_id, **clf._hashed_meta(), "n_features": clf.n_features,
+            "metrics": metrics, "scikit_learn_version": sklearn.__version__}
+    return _write_artifact(Path(out_dir), "classifier", CLASSIFIER_FORMAT, meta, clf._arrays(),
+                           "classifier_id", overwrite)
+
+
+def load_classifier(path: str | os.PathLike, expected_encoder_id: str | None = None) -> LinearClassifier:
+    """Load a classifier saved by save_classifier (``path``: its directory or either file).
+
+    Raises:
+        CheckpointError: missing, truncated or foreign files; content hash mismatch; or
+            fitted on another encoder than ``expected_encoder_id``.
+    """
+    meta, arrays, json_path = _read_artifact(Path(path), "classifier", CLASSIFIER_FORMAT,
+                                             ("coef", "intercept", "mean", "scale"))
+    fix = "refit with `aurora-pipeline fit-classifier` and save again"
+    try:
+        cfg = ClassifierConfig(**meta["config"])
+        clf = LinearClassifier(coef=arrays["coef"], intercept=arrays["intercept"],
+                               class_names=tuple(str(n) for n in meta["class_names"]),
+                               mean=arrays["mean"], scale=arrays["scale"],
+                               encoder_id=str(meta["encoder_id"]), config=cfg)
+        k, d = clf.coef.shape
+        if clf.intercept.shape != (k,) or clf.mean.shape != (d,) or clf.scale.shape != (d,) \
+                or len(clf.class_names) != k:
+            raise ValueError("array shapes disagree")
+    except (KeyError, TypeError, ValueError, BadInputError) as exc:
+        raise CheckpointError(f"{json_path}: not a valid classifier ({exc}). Fix: {fix}.") from exc
+    _check_ids(json_path, meta, "classifier_id", clf.classifier_id, clf.encoder_id, expected_encoder_id,
+               "refit with `aurora-pipeline fit-classifier` on this store")
+    return clf
+
+
+def _check_ids(json_path: Path, meta: dict, id_key: str, computed_id: str, encoder_id: str,
+               expected_encoder_id: str | None, refit_fix: str) -> None:
+    if meta.get(id_key) != computed_id:
+        raise CheckpointError(
+            f"{json_path}: content does not match its {id_key} (json says {meta.get(id_key)!r}, the arrays "
+            f"hash to {computed_id!r}); the .json and .npz are from different saves or were edited. "
+            f"Fix: save again, or restore both files together.")
+    if expected_encoder_id is not None and encoder_id != expected_encoder_id:
+        raise CheckpointError(
+            f"{json_path}: {meta.get(id_key)} was fitted on encoder {encoder_id}'s embeddings, the store's "
+            f"embedding was made by {expected_encoder_id}. Fix: {refit_fix}.")
+
+
+# ------------------------------------------------- shared by classify and cluster
+
+
+def _check_features(X: Any, name: str, n_features: int | None = None) -> np.ndarray:
+    """X as a finite (n, d) float64 array; BadInputError otherwise."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] == 0 or X.dtype.kind not in "fiu":
+        raise BadInputError(name, f"must be a non-empty (n, d) numeric array, got shape {X.shape} dtype {X.dtype}",
+                            "pass one embedding row per frame")
+    if n_features is not None and X.shape[1] != n_features:
+        raise BadInputError(name, f"has {X.shape[1]} features, the model expects {n_features}",
+                            "use embeddings from the encoder the model was fitted on")
+    X = X.astype(np.float64, copy=False)
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise BadInputError(name, f"{int(bad.sum())} rows hold NaN or inf (first row {int(np.argmax(bad))})",
+                            "re-embed those frames or drop them")
+    return X
+
+
+def _encode_labels(y: Sequence[str], n: int, class_names: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class-name labels -> (codes (n,) int64 into names, names)."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise BadInputError("y", f"must have one label per row of X ({n}), got shape {y.shape}", "align y with X")
+    y = y.astype(str)
+    names = tuple(sorted(set(y.tolist()))) if class_names is None else tuple(str(c) for c in class_names)
+    if len(names) < 2:
+        raise BadInputError("y", f"needs at least two classes, got {list(names)}", "label frames of other classes")
+    if len(set(names)) != len(names):
+        raise BadInputError("class_names", f"has duplicates: {list(names)}", "list each class once")
+    lookup = {c: i for i, c in enumerate(names)}
+    unknown = sorted(set(y.tolist()) - set(lookup))
+    if unknown:
+        raise BadInputError("y", f"holds classes {unknown} that are not among {list(names)}",
+                            "fix the labels or use a classifier fitted with those classes")
+    return np.fromiter((lookup[c] for c in y.tolist()), dtype=np.int64, count=n), names
+
+
+def _content_id(prefix: str, meta: dict, arrays: dict[str, np.ndarray]) -> str:
+    """``prefix-`` + 16 hex digits of a sha256 over canonical JSON of meta and every array's
+    name, dtype, shape and bytes (as C-contiguous float64)."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name], dtype=np.float64)
+        h.update(f"|{name}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return f"{prefix}-{h.hexdigest()[:16]}"
+
+
+def _write_artifact(out_dir: Path, stem: str, fmt: str, meta: dict, arrays: dict[str, np.ndarray],
+                    id_key: str, overwrite: bool) -> Path:
+    """Write ``<stem>.npz`` (arrays, no pickle) then ``<stem>.json`` (meta + format, versions,
+    time), each via a temporary file and os.replace. The json is written last: a crash in
+    between leaves a pair whose hash does not match, which loading reports."""
+    from aurora_pipeline import __version__
+
+    json_path, npz_path = out_dir / f"{stem}.json", out_dir / f"{stem}.npz"
+    if json_path.exists() and not overwrite:
+        try:
+            old_id = json.loads(json_path.read_text()).get(id_key)
+        except (OSError, ValueError, AttributeError):
+            old_id = None
+        if old_id != meta[id_key]:
+            raise BadInputError(str(json_path), f"already holds a different {stem} ({old_id})",
+                                "choose another directory or pass overwrite=True")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(npz_path, lambda fh: np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}))
+    doc = {"format": fmt, "format_version": FORMAT_VERSION, **meta, "arrays_file": npz_path.name,
+           "aurora_pipeline_version": __version__,
+           "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    text = json.dumps(doc, indent=2, default=_json_default) + "\n"
+    _atomic_write(json_path, lambda fh: fh.write(text.encode()))
+    return json_path
+
+
+def _json_default(value: Any):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_artifact(path: Path, stem: str, fmt: str, keys: tuple[str, ...]) -> tuple[dict, dict, Path]:
+    """Read and sanity-check ``<stem>.json`` and ``<stem>.npz``; CheckpointError on any problem."""
+    if path.is_dir():
+        path = path / f"{stem}.json"
+    json_path, npz_path = path.with_suffix(".json"), path.with_suffix(".npz")
+    fix = f"point to the directory holding {stem}.json and {stem}.npz as written by aurora-pipeline, or save again"
+    try:
+        meta = json.loads(json_path.read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{json_path}: no such file. Fix: {fix}.") from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{json_path}: unreadable or truncated JSON ({exc}). Fix: {fix}.") from exc
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{json_path}: not a {fmt} file (format {found!r}). Fix: {fix}.")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{json_path}: format_version {meta.get('format_version')!r}, this software reads "
+                              f"{FORMAT_VERSION}. Fix: use the aurora-pipeline version that wrote it, or save again.")
+    try:
+        # our own handle: np.load(path) leaks its file when the zip is broken
+        with open(npz_path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
+            arrays = {k: np.asarray(npz[k], dtype=np.float64) for k in keys}
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{npz_path}: no such file (it must sit next to {json_path.name}). Fix: {fix}.") from exc
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{npz_path}: truncated or foreign array file ({exc}). Fix: {fix}.") from exc
+    return meta, arrays, json_path

@@ -1,0 +1,134 @@
+"""Embedding frames with a trained encoder: uint8 frames in, 512-d representations h out.
+
+This is the in-memory core; ``aurora_pipeline.embed_store`` reads frames from and
+writes embeddings to the Zarr store with these functions.
+
+The encoder runs in eval mode under ``torch.inference_mode``, with bf16 autocast and
+channels_last where the device does bf16 natively (``aurora_pipeline.device``), and
+the output is cast back to float32 (or float16 if asked). bf16 embeddings differ from
+float32 ones by about 1% relative; set ``mixed_precision=False`` for float32 throughout.
+
+Example:
+    >>> encoder, meta = load_encoder("runs/simclr/final")
+    >>> h = embed_frames(encoder, frames, EmbedConfig(), image_size=meta["config"]["image_size"])
+    >>> h.shape, h.dtype                          # (n, 512), float32
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from aurora_pipeline.device import autocast, check_device_name, memory_format, prefetched, resolve_device, use_mixed_precision
+from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.simclr.backbone import REPRESENTATION_DIM, frames_to_input
+
+OUTPUT_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    batch_size: int = 512         # frames per forward pass (bounds device memory, not results)
+    device: str = "auto"          # "auto" (GPU if any), "cpu" or "cuda"
+    mixed_precision: bool = True  # bf16 autocast + channels_last where the hardware does bf16
+    dtype: str = "float32"        # dtype of the returned embeddings: float32 or float16
+
+    def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise BadInputError("batch_size", f"must be a positive integer, got {self.batch_size!r}.", "use 512.")
+        if self.dtype not in OUTPUT_DTYPES:
+            raise BadInputError("dtype", f"unsupported embedding dtype {self.dtype!r}.", f"use one of {OUTPUT_DTYPES}.")
+        check_device_name(self.device)
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 3:
+        raise BadInputError(
+            "frames",
+            f"expected uint8 frames of shape (n, H, W), got {frames.dtype} {frames.shape}.",
+            "pass preprocessed frames as stored (uint8, 0..255 meaning 0..1).",
+        )
+    return frames
+
+
+def embed_batches(
+    model: nn.Module,
+    batches: Iterable[np.ndarray],
+    cfg: EmbedConfig = EmbedConfig(),
+    image_size: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Embed a stream of frame batches, one output array per input batch, in order.
+
+    A background thread pulls the next batch from ``batches`` (so reading it from disk
+    or object storage overlaps compute) and stages it for the device. Batches larger
+    than ``cfg.batch_size`` are split for the forward passes.
+
+    Args:
+        model: the encoder, (n, 1, S, S) -> (n, 512). It is moved to the device and
+            put in eval mode for the duration, then its train/eval mode is restored.
+        batches: iterable of (k, H, W) uint8 arrays.
+        cfg: device, precision, chunk size, output dtype.
+        image_size: S, the side the model was trained at; frames of another size are
+            resized (bilinear, antialiased). None: use the frames as they are.
+
+    Yields:
+        (k, 512) arrays of ``cfg.dtype``.
+
+    Raises:
+        BadInputError: a batch that is not uint8 (k, H, W).
+    """
+    device = resolve_device(cfg.device)
+    mixed = use_mixed_precision(device, cfg.mixed_precision)
+    was_training = model.training
+    model.to(device, memory_format=memory_format(mixed)).eval()
+    pin = device.type == "cuda"
+
+    def staged() -> Iterator[torch.Tensor]:
+        for batch in batches:
+            tensor = torch.from_numpy(np.ascontiguousarray(_check_frames(batch)))
+            yield tensor.pin_memory() if pin else tensor
+
+    loader = prefetched(staged())
+    try:
+        for batch in loader:
+            with torch.inference_mode():  # not held across the yield, which runs the caller's code
+                parts = [_forward(model, part, device, mixed, image_size) for part in torch.split(batch, cfg.batch_size)]
+                out = torch.cat(parts).cpu().numpy() if parts else np.empty((0, REPRESENTATION_DIM), np.float32)
+            yield out.astype(cfg.dtype, copy=False)
+    finally:
+        loader.close()  # stops the loading thread now, not when the generator is garbage-collected
+        model.train(was_training)
+
+
+def _forward(model: nn.Module, frames: torch.Tensor, device: torch.device, mixed: bool, image_size: int | None) -> torch.Tensor:
+    x = frames_to_input(frames.to(device, non_blocking=True), image_size)
+    x = x.contiguous(memory_format=memory_format(mixed))
+    with autocast(device, mixed):
+        h = model(x)
+    return h.float()
+
+
+def embed_frames(model: nn.Module, frames_uint8: np.ndarray, cfg: EmbedConfig = EmbedConfig(), image_size: int | None = None) -> np.ndarray:
+    """Embed an in-memory array of frames.
+
+    Args:
+        model: the encoder (see ``embed_batches``).
+        frames_uint8: (n, H, W) uint8, 0..255 meaning 0..1.
+        cfg: device, precision, chunk size, output dtype.
+        image_size: the side the model was trained at (frames are resized to it), or None.
+
+    Returns:
+        (n, 512) array of ``cfg.dtype`` (float32 by default).
+
+    Raises:
+        BadInputError: frames not uint8 (n, H, W).
+    """
+    frames = _check_frames(frames_uint8)
+    chunks = (frames[i : i + cfg.batch_size] for i in range(0, len(frames), cfg.batch_size))
+    parts = list(embed_batches(model, chunks, cfg, image_size))
+    return np.concatenate(parts) if parts else np.empty((0, REPRESENTATION_DIM), dtype=cfg.dtype)

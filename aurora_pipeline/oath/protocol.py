@@ -1,0 +1,549 @@
+"""The OATH reproduction protocol: Table I, Fig. 3 and the silhouette analysis of the paper.
+
+Johnson et al. (2021) pre-train SimCLR on all 5,824 OATH images without labels, then,
+on each of the release's five train/test split rows (first 70% = 4,077 images train,
+the rest = 1,747 test), fit an l2 logistic regression to the 512-d representations and
+report accuracy and macro precision, recall and F1, as mean and std over the splits.
+They compare with a supervised ResNet18 and with the published Inception-v4 + ridge
+result, show the confusion matrix of one split, and scan K-means on the
+representations for k = 3..15 by mean silhouette.
+
+``run_oath_benchmark`` does all of it; each stage is also a function of its own (the
+Prefect flow ``oath-benchmark`` runs one task per stage):
+
+    prepare_data        check the output folder, read labels and splits, load every image
+    pretrain_encoder    SimCLR on all images (``train.pretrain``), checkpoint in out_dir/encoder/
+    embed_images        512-d representation of every image (embeddings.npz)
+    evaluate_linear     l2 logistic regression on the representations, per split
+    evaluate_supervised ResNet18 trained with labels per split (random init, or ImageNet weights)
+    evaluate_pixels     l2 logistic regression on downsampled raw pixels (a floor)
+    cluster_embeddings  K-means silhouette scan, and the labels' own silhouette
+    write_figures       confusion matrix, silhouette curve, montages
+    assemble_results    one JSON-ready dict; ``report.write_report`` writes results.json, report.md
+
+Std over splits is numpy's population std (ddof=0), as ``classify.cross_validate``.
+Precision, recall and F1 are unweighted means over the six classes.
+
+Example:
+    >>> results = run_oath_benchmark("data/oath", "runs/oath-2024", OathBenchmarkConfig())
+    >>> results["models"]["simclr_linear"]["mean"]["accuracy"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.oath.dataset import OATH_CLASS_COUNTS, N_SPLITS, OathDataset, load_oath
+
+Progress = Callable[[str], None]
+METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+RESULTS_FORMAT = "aurora-pipeline oath-benchmark"
+
+
+@dataclass(frozen=True)
+class OathBenchmarkConfig:
+    # SimCLR pre-training, the paper's recipe (section III.C); lr 3e-4 and tau 0.5 are PretrainConfig's
+    epochs: int = 100                      # paper: 100
+    batch_size: int = 128                  # paper: 128 (also the supervised model's batch)
+    image_size: int = 128                  # side in pixels the 256 x 256 images are resized to (paper: unstated)
+    seed: int = 0                          # weights, batch order, augmentations, K-means, montages
+    device: str = "auto"                   # "auto" (GPU if any), "cpu" or "cuda"
+    mixed_precision: bool = True           # bf16 autocast where the hardware does bf16
+    num_threads: int | None = None         # torch CPU threads (None: torch's default)
+    # the evaluation protocol (section III.D)
+    splits: tuple[int, ...] = (0, 1, 2, 3, 4)  # rows of train_test_split.csv to evaluate on
+    train_fraction: float = 0.7            # first 70% of a row trains (4,077), the rest tests (1,747)
+    max_images_per_class: int | None = None  # keep this many images per class (quick runs); None: all
+    classifier_C: float = 1.0              # inverse l2 strength of the logistic regressions (scikit-learn default)
+    classifier_max_iter: int = 2000        # lbfgs iterations
+    pixel_size: int = 32                   # side of the raw-pixel baseline's images (32 x 32 = 1,024 features)
+    # the supervised ResNet18 (aurora_pipeline.supervised; the paper gives no recipe)
+    supervised: bool = True                # train it (the slowest part after pre-training)
+    supervised_epochs: int = 30            # about 960 Adam steps on 4,077 frames at batch 128
+    supervised_lr: float = 1e-3            # Adam, from random initialisation
+    imagenet_weights: str | None = None    # torchvision resnet18 weights file; adds the ImageNet-initialised row
+    imagenet_lr: float = 1e-4              # Adam, fine-tuning from ImageNet weights
+    # clustering (section III.E)
+    k_min: int = 3                         # paper: 3
+    k_max: int = 15                        # paper: 15 (must be below the number of images)
+    kmeans_n_init: int = 10                # K-means restarts per k
+    silhouette_sample: int = 10000         # rows the silhouette is computed on (all 5,824 of OATH)
+    # figures
+    confusion_split: int | None = None     # split whose confusion matrix is drawn; None: the first evaluated
+    montage_per_group: int = 8             # images per row of the montages
+
+    def __post_init__(self):
+        object.__setattr__(self, "splits", parse_splits(self.splits))
+        for name in ("epochs", "batch_size", "image_size", "supervised_epochs", "classifier_max_iter",
+                     "pixel_size", "kmeans_n_init", "silhouette_sample", "montage_per_group"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise BadInputError(name, f"must be a positive integer, got {value!r}.",
+                                    f"use e.g. {getattr(OathBenchmarkConfig, name)}.")
+        if self.max_images_per_class is not None and (
+                isinstance(self.max_images_per_class, bool) or not isinstance(self.max_images_per_class, int)
+                or self.max_images_per_class < 2):
+            raise BadInputError("max_images_per_class", f"must be None or an integer >= 2, got {self.max_images_per_class!r}.",
+                                "use None for the whole dataset.")
+        if self.pixel_size > self.image_size:
+            raise BadInputError("pixel_size", f"{self.pixel_size} exceeds image_size {self.image_size}.",
+                                "use a pixel_size <= image_size, e.g. 32.")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise BadInputError("train_fraction", f"must be in (0, 1), got {self.train_fraction!r}.", "use 0.7 as the paper.")
+        if self.confusion_split is not None and self.confusion_split not in self.splits:
+            raise BadInputError("confusion_split", f"{self.confusion_split!r} is not among the evaluated splits {self.splits}.",
+                                "pick one of them, or None for the first.")
+        # the stage configs check the rest (lr, device, C, k range...) and fail here, before any work
+        self.pretrain_config(), self.supervised_config(imagenet=False), self.classifier_config(), self.cluster_config()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "OathBenchmarkConfig":
+        """Build from a plain dict (e.g. results.json's ``config``); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInputError("OathBenchmarkConfig", f"unknown setting(s) {unknown}.", f"use only {sorted(known)}.")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["splits"] = list(self.splits)
+        return out
+
+    @property
+    def shown_split(self) -> int:
+        """The split whose confusion matrix is drawn."""
+        return self.splits[0] if self.confusion_split is None else self.confusion_split
+
+    def pretrain_config(self):
+        from aurora_pipeline.train import PretrainConfig
+
+        return PretrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, image_size=self.image_size,
+                              device=self.device, mixed_precision=self.mixed_precision, num_threads=self.num_threads)
+
+    def supervised_config(self, imagenet: bool):
+        from aurora_pipeline.supervised import SupervisedConfig
+
+        return SupervisedConfig(epochs=self.supervised_epochs, batch_size=self.batch_size,
+                                lr=self.imagenet_lr if imagenet else self.supervised_lr, image_size=self.image_size,
+                                seed=self.seed, device=self.device, mixed_precision=self.mixed_precision,
+                                imagenet_weights=self.imagenet_weights if imagenet else None,
+                                num_threads=self.num_threads)
+
+    def classifier_config(self):
+        from aurora_pipeline.classify import ClassifierConfig
+
+        return ClassifierConfig(C=self.classifier_C, max_iter=self.classifier_max_iter, seed=self.seed)
+
+    def cluster_config(self):
+        from aurora_pipeline.cluster import ClusterConfig
+
+        return ClusterConfig(k_min=self.k_min, k_max=self.k_max, silhouette_sample=self.silhouette_sample,
+                             n_init=self.kmeans_n_init, seed=self.seed)
+
+
+def parse_splits(value: str | Sequence[int]) -> tuple[int, ...]:
+    """Split rows from ``"0,1,2"`` or ``[0, 1, 2]``: distinct integers in 0..4, in the given order.
+
+    Raises:
+        BadInputError: empty, not integers, repeated, or outside 0..4.
+    """
+    fix = "give split rows 0..4, e.g. '0,1,2,3,4'."
+    items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+    try:
+        out = tuple(int(v) for v in items if isinstance(v, (int, np.integer, str)) and not isinstance(v, bool))
+    except ValueError:
+        raise BadInputError("splits", f"{value!r} holds a non-integer.", fix) from None
+    if not out or len(out) != len(items) or len(set(out)) != len(out) or not all(0 <= s < N_SPLITS for s in out):
+        raise BadInputError("splits", f"{value!r} is not a list of distinct rows in 0..{N_SPLITS - 1}.", fix)
+    return out
+
+
+# ------------------------------------------------------------------ stage 1: data
+
+
+@dataclass(frozen=True, eq=False)
+class OathData:
+    """Everything the later stages read.
+
+    Attributes:
+        dataset: the (possibly subset) ``OathDataset``.
+        frames: uint8 (n, S, S), every image at ``image_size`` (0..255 meaning 0..1).
+        labels: int64 (n,) class indices into ``class_names``.
+        class_names: ("arc", "diffuse", "discrete", "cloudy", "moon", "noaurora").
+        splits: {split row: (train indices, test indices)}.
+        info: JSON-ready facts: root, n_images, class_counts, full_release, checksums...
+    """
+
+    dataset: OathDataset
+    frames: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    splits: dict[int, tuple[np.ndarray, np.ndarray]]
+    info: dict[str, Any]
+
+
+def prepare_data(oath_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: OathBenchmarkConfig,
+                 progress: Progress | None = None) -> OathData:
+    """Check ``out_dir``, read the OATH labels and splits under ``oath_dir`` and load every image.
+
+    A dataset whose class counts differ from the release's (a subset, a synthetic
+    stand-in) is accepted and marked ``full_release: False``; the report says so.
+
+    Raises:
+        BadInputError: ``out_dir`` already holds a finished benchmark; OATH files missing
+            or malformed; too few images for k_max or for every class to be in every
+            training part.
+    """
+    tell = progress or (lambda message: None)
+    start = time.perf_counter()
+    results_file = Path(out_dir) / "results.json"
+    if results_file.exists():
+        raise BadInputError(results_file, "already holds a finished OATH benchmark; refusing to overwrite it.",
+                            "choose a new output folder, or delete this one to run again.")
+    full = load_oath(oath_dir, expected_counts=None)
+    counts = dict(zip(full.class_names, np.bincount(full.labels, minlength=len(full.class_names)).tolist()))
+    ds = full if cfg.max_images_per_class is None else full.subset(cfg.max_images_per_class, seed=cfg.seed)
+    labels = ds.labels.astype(np.int64)
+    if cfg.k_max >= len(ds):
+        raise BadInputError("k_max", f"{cfg.k_max} clusters need more than {len(ds)} images.",
+                            f"use k_max <= {len(ds) - 1} or more images per class.")
+    splits = {i: ds.split(i, cfg.train_fraction) for i in cfg.splits}
+    for i, (train, _) in splits.items():
+        absent = [ds.class_names[c] for c in range(len(ds.class_names)) if not np.any(labels[train] == c)]
+        if absent:
+            raise BadInputError(f"split {i}", f"its training part holds no image of {absent}.",
+                                "use more images per class (max_images_per_class).")
+    tell(f"loading {len(ds)} OATH images at {cfg.image_size} x {cfg.image_size} pixels")
+    images = ds.load_images(np.arange(len(ds)), image_size=cfg.image_size)
+    frames = np.rint(images * 255.0).astype(np.uint8)
+    del images
+    info = {
+        "root": str(Path(oath_dir).resolve()),
+        "image_folder": ds.image_folder,
+        "n_images": len(ds),
+        "n_images_in_label_file": len(full),
+        "class_counts": dict(zip(ds.class_names, np.bincount(labels, minlength=len(ds.class_names)).tolist())),
+        "full_release": counts == OATH_CLASS_COUNTS and cfg.max_images_per_class is None,
+        "max_images_per_class": cfg.max_images_per_class,
+        "checksums_sha256": full.checksums(),
+        "split_sizes": {str(i): {"train": len(tr), "test": len(te)} for i, (tr, te) in splits.items()},
+        "seconds": time.perf_counter() - start,
+    }
+    return OathData(ds, frames, labels, tuple(ds.class_names), splits, info)
+
+
+# ------------------------------------------------------------------ stage 2, 3: SimCLR
+
+
+def pretrain_encoder(data: OathData, cfg: OathBenchmarkConfig, out_dir: str | os.PathLike,
+                     progress: Progress | None = None) -> dict[str, Any]:
+    """SimCLR on all images, no labels, checkpointed in ``out_dir/encoder/``.
+
+    An interrupted run in that folder is resumed (same settings and images only).
+
+    Returns:
+        checkpoint (path), model_id, epochs, epoch_loss, images_per_second, device,
+        mixed_precision, n_parameters (encoder), seconds.
+    Raises:
+        CheckpointError: ``out_dir/encoder`` holds a run with other settings or images.
+    """
+    from aurora_pipeline.simclr.backbone import resnet18_encoder
+    from aurora_pipeline.train import pretrain
+
+    tell = progress or (lambda message: None)
+
+    def report(p) -> None:
+        if p.epoch_loss is not None:
+            tell(f"SimCLR epoch {p.epoch}/{p.epochs}: loss {p.epoch_loss:.4f}, {p.images_per_second:.1f} images/s")
+
+    start = time.perf_counter()
+    provenance = {"dataset": "OATH", "oath_root": data.info["root"], "n_images": data.info["n_images"],
+                  "checksums_sha256": data.info["checksums_sha256"], "max_images_per_class": cfg.max_images_per_class}
+    result = pretrain(data.frames, cfg.pretrain_config(), Path(out_dir) / "encoder", resume=True, progress=report,
+                      provenance=provenance)
+    return {
+        "checkpoint": result.checkpoint,
+        "model_id": result.model_id,
+        "epochs": result.epochs,
+        "epoch_loss": list(result.epoch_loss),
+        "images_per_second": result.images_per_second,
+        "device": result.device,
+        "mixed_precision": result.mixed_precision,
+        "n_parameters": sum(p.numel() for p in resnet18_encoder().parameters()),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def embed_images(data: OathData, encoder: dict[str, Any], cfg: OathBenchmarkConfig,
+                 out_dir: str | os.PathLike) -> np.ndarray:
+    """The 512-d representation h of every image, (n, 512) float32; also saved with the
+    labels as ``out_dir/embeddings.npz`` (arrays ``embedding``, ``label``)."""
+    from aurora_pipeline.checkpoint import load_encoder
+    from aurora_pipeline.embed import EmbedConfig, embed_frames
+
+    model, _ = load_encoder(encoder["checkpoint"], device=cfg.device)
+    X = embed_frames(model, data.frames, EmbedConfig(device=cfg.device, mixed_precision=cfg.mixed_precision),
+                     image_size=cfg.image_size)
+    path = Path(out_dir) / "embeddings.npz"
+    tmp = path.with_name(".embeddings.tmp.npz")
+    np.savez(tmp, embedding=X, label=data.labels)
+    os.replace(tmp, path)
+    return X
+
+
+# ------------------------------------------------------------------ stage 4-6: classifiers
+
+
+def split_metrics(true: np.ndarray, pred: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """accuracy, macro precision/recall/F1, per-class values and the confusion matrix
+    (rows true, columns predicted) of one test set, as ``classify`` computes them."""
+    from aurora_pipeline.classify import _metrics
+
+    out = _metrics(np.asarray(true), np.asarray(pred), tuple(class_names), kind="held_out")
+    out.pop("kind")
+    return out
+
+
+def summarise(per_split: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and population std (ddof=0) over the splits of each of ``METRICS``."""
+    values = {m: np.array([s[m] for s in per_split.values()], dtype=float) for m in METRICS}
+    return ({m: float(v.mean()) for m, v in values.items()}, {m: float(v.std()) for m, v in values.items()})
+
+
+def _model_result(name: str, per_split: dict, n_parameters: int, start: float, **details) -> dict[str, Any]:
+    mean, std = summarise(per_split)
+    return {"name": name, "n_parameters": int(n_parameters), "per_split": per_split, "mean": mean, "std": std,
+            "seconds": time.perf_counter() - start, **details}
+
+
+def _linear_per_split(X: np.ndarray, data: OathData, cfg: OathBenchmarkConfig, feature_id: str) -> dict[str, Any]:
+    from aurora_pipeline.classify import fit_classifier
+
+    names = np.asarray(data.class_names)
+    per_split = {}
+    for i, (train, test) in data.splits.items():
+        clf = fit_classifier(X[train], names[data.labels[train]], cfg.classifier_config(), encoder_id=feature_id,
+                             class_names=data.class_names)
+        per_split[str(i)] = {**split_metrics(data.labels[test], clf.predict(X[test]), data.class_names),
+                             "n_train": len(train), "n_test": len(test)}
+    return per_split
+
+
+def evaluate_linear(X: np.ndarray, data: OathData, cfg: OathBenchmarkConfig, encoder: dict[str, Any]) -> dict[str, Any]:
+    """The paper's SimCLR row: l2 logistic regression on the representations, per split."""
+    start = time.perf_counter()
+    per_split = _linear_per_split(X, data, cfg, encoder["model_id"])
+    k = len(data.class_names)
+    return _model_result("simclr_linear", per_split, encoder["n_parameters"] + X.shape[1] * k + k, start,
+                         features=f"SimCLR representation h ({X.shape[1]}-d), encoder {encoder['model_id']}")
+
+
+def evaluate_pixels(data: OathData, cfg: OathBenchmarkConfig) -> dict[str, Any]:
+    """A floor: the same logistic regression on the images downsampled to
+    ``pixel_size`` x ``pixel_size`` (antialiased), each pixel standardised."""
+    import torch
+
+    from aurora_pipeline.simclr.backbone import frames_to_input
+
+    start = time.perf_counter()
+    small = frames_to_input(torch.from_numpy(data.frames), cfg.pixel_size).reshape(len(data.frames), -1).numpy()
+    per_split = _linear_per_split(small.astype(np.float64), data, cfg, f"raw-pixels-{cfg.pixel_size}x{cfg.pixel_size}")
+    k = len(data.class_names)
+    return _model_result("raw_pixels_linear", per_split, small.shape[1] * k + k, start,
+                         features=f"raw pixels at {cfg.pixel_size} x {cfg.pixel_size}, standardised")
+
+
+def evaluate_supervised(data: OathData, cfg: OathBenchmarkConfig, *, imagenet: bool = False,
+                        progress: Progress | None = None) -> dict[str, Any]:
+    """A ResNet18 trained with labels on each split's training part, tested on the rest.
+
+    ``imagenet=True`` starts from ``cfg.imagenet_weights`` (BadInputError when None).
+    """
+    from aurora_pipeline.supervised import predict_supervised, train_supervised
+
+    if imagenet and cfg.imagenet_weights is None:
+        raise BadInputError("imagenet_weights", "is not set, so there is no ImageNet-initialised model to train.",
+                            "pass the path of torchvision's resnet18 weights file.")
+    tell = progress or (lambda message: None)
+    name = "supervised_resnet18_imagenet" if imagenet else "supervised_resnet18"
+    scfg = cfg.supervised_config(imagenet)
+    start = time.perf_counter()
+    per_split, n_parameters, training = {}, 0, {}
+    for i, (train, test) in data.splits.items():
+        def report(p, i=i) -> None:
+            tell(f"{name} split {i} epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, {p.images_per_second:.1f} images/s")
+
+        result = train_supervised(data.frames[train], data.labels[train], len(data.class_names), scfg, progress=report)
+        pred = predict_supervised(result.model, data.frames[test], scfg)
+        per_split[str(i)] = {**split_metrics(data.labels[test], pred, data.class_names),
+                             "n_train": len(train), "n_test": len(test)}
+        training[str(i)] = {"epoch_loss": result.epoch_loss, "seconds": result.seconds,
+                            "images_per_second": result.images_per_second}
+        n_parameters = result.n_parameters
+        del result
+    return _model_result(name, per_split, n_parameters, start, config=scfg.to_dict(), training=training)
+
+
+# ------------------------------------------------------------------ stage 7: clustering
+
+
+def cluster_embeddings(X: np.ndarray, data: OathData, cfg: OathBenchmarkConfig) -> dict[str, Any]:
+    """K-means on the representations for k in k_min..k_max, mean silhouette of each,
+    and the silhouette of the class labels used as clusters (section III.E).
+
+    Returns:
+        ks, silhouettes, inertias, best_k, best_silhouette, ground_truth_silhouette,
+        sample_size, cluster (n,) cluster of each image at best_k, cluster_by_class
+        ((best_k, 6) counts), seconds.
+    """
+    from aurora_pipeline.cluster import assign_clusters, scan_k, silhouette_of_labels
+
+    start = time.perf_counter()
+    ccfg = cfg.cluster_config()
+    scan = scan_k(X, ccfg)
+    truth = silhouette_of_labels(X, data.labels, ccfg)
+    cluster = assign_clusters(X, scan.centroids).astype(np.int64)
+    table = np.zeros((scan.best_k, len(data.class_names)), dtype=np.int64)
+    np.add.at(table, (cluster, data.labels), 1)
+    best = int(np.flatnonzero(scan.ks == scan.best_k)[0])
+    return {
+        "ks": scan.ks.tolist(),
+        "silhouettes": scan.silhouettes.tolist(),
+        "inertias": scan.inertias.tolist(),
+        "best_k": int(scan.best_k),
+        "best_silhouette": float(scan.silhouettes[best]),
+        "ground_truth_silhouette": float(truth),
+        "sample_size": int(scan.sample_size),
+        "cluster": cluster.tolist(),
+        "cluster_by_class": table.tolist(),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+# ------------------------------------------------------------------ stage 8: figures and results
+
+
+def write_figures(data: OathData, models: dict[str, Any], clustering: dict[str, Any], cfg: OathBenchmarkConfig,
+                  out_dir: str | os.PathLike) -> dict[str, str]:
+    """The confusion matrix of the SimCLR classifier on ``cfg.shown_split`` (Fig. 3), the
+    silhouette curve with the paper's (12, 0.212) marked, random images of each cluster
+    and the 'discrete' images by cluster (Figs. 4, 5). Returns {figure: file name in out_dir}."""
+    from aurora_pipeline.oath.report import PAPER_CLUSTERING
+    from aurora_pipeline.plots import confusion_matrix_png, montage_png, silhouette_png
+
+    out_dir = Path(out_dir)
+    split = cfg.shown_split
+    names = {"confusion_matrix": f"confusion_matrix_split{split}.png", "silhouette": "silhouette.png",
+             "montage_clusters": "montage_clusters.png", "montage_discrete": "montage_discrete_by_cluster.png"}
+    cm = np.asarray(models["simclr_linear"]["per_split"][str(split)]["confusion_matrix"])
+    confusion_matrix_png(cm, data.class_names, out_dir / names["confusion_matrix"],
+                         title=f"SimCLR + logistic regression, OATH split {split} (test set)")
+    silhouette_png(clustering["ks"], clustering["silhouettes"], clustering["best_k"], out_dir / names["silhouette"],
+                   ground_truth_silhouette=clustering["ground_truth_silhouette"],
+                   reference=(PAPER_CLUSTERING["best_k"], PAPER_CLUSTERING["best_silhouette"]),
+                   title="K-means on the SimCLR representations (star: paper)")
+    cluster = np.asarray(clustering["cluster"])
+    by_cluster = {}
+    for c in range(clustering["best_k"]):
+        members = cluster == c
+        top = np.bincount(data.labels[members], minlength=len(data.class_names))
+        label = f"S={c}\n{data.class_names[int(np.argmax(top))]} {100 * top.max() / max(members.sum(), 1):.0f}%"
+        by_cluster[label] = data.frames[members]
+    montage_png(by_cluster, out_dir / names["montage_clusters"], n_per_group=cfg.montage_per_group, seed=cfg.seed,
+                title="Random images of each K-means cluster (S), with its most common class")
+    discrete = data.labels == data.class_names.index("discrete")
+    groups = {f"S={c}": data.frames[discrete & (cluster == c)] for c in range(clustering["best_k"])
+              if np.any(discrete & (cluster == c))}
+    montage_png(groups, out_dir / names["montage_discrete"], n_per_group=cfg.montage_per_group, seed=cfg.seed,
+                title="Images labelled 'discrete', by K-means cluster (paper Fig. 5)")
+    return names
+
+
+def environment(cfg: OathBenchmarkConfig) -> dict[str, Any]:
+    """Package versions and the device the run used."""
+    import sklearn
+    import torch
+
+    import aurora_pipeline
+    from aurora_pipeline._torchvision_compat import import_torchvision
+    from aurora_pipeline.device import resolve_device, use_mixed_precision
+
+    device = resolve_device(cfg.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {
+        "versions": {"aurora_pipeline": aurora_pipeline.__version__, "torch": torch.__version__,
+                     "torchvision": import_torchvision().__version__, "scikit_learn": sklearn.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+        "device": {"type": device.type, "name": name, "cpu_count": os.cpu_count(),
+                   "torch_threads": torch.get_num_threads(),
+                   "mixed_precision": use_mixed_precision(device, cfg.mixed_precision)},
+    }
+
+
+def assemble_results(cfg: OathBenchmarkConfig, data: OathData, encoder: dict[str, Any], models: dict[str, Any],
+                     clustering: dict[str, Any], figures: dict[str, str], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Every number of the run, the config, the data checksums, versions and device, as one
+    JSON-ready dict (plain Python types, NaN as None): the content of results.json."""
+    from aurora_pipeline.oath.report import PAPER_CLUSTERING, QUOTED, to_jsonable
+
+    return to_jsonable({
+        "format": RESULTS_FORMAT,
+        "format_version": 1,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.to_dict(),
+        "data": {**data.info, "class_names": list(data.class_names)},
+        **environment(cfg),
+        "encoder": {**encoder, "checkpoint": os.path.relpath(encoder["checkpoint"], out_dir)},  # relative to out_dir
+        "models": models,
+        "quoted": QUOTED,
+        "clustering": {**clustering, "paper": PAPER_CLUSTERING},
+        "figures": figures,
+        "timings_seconds": {"prepare_data": data.info["seconds"], "pretrain": encoder["seconds"],
+                            **{name: m["seconds"] for name, m in models.items()}, "clustering": clustering["seconds"]},
+    })
+
+
+def run_oath_benchmark(oath_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                       cfg: OathBenchmarkConfig = OathBenchmarkConfig(), *,
+                       progress: Progress | None = None) -> dict[str, Any]:
+    """Run the whole protocol and write ``out_dir``: report.md, results.json, encoder/,
+    embeddings.npz and the figures. Returns the results dict (as in results.json).
+
+    Raises:
+        BadInputError: bad inputs or settings (see the stages); ``out_dir`` already
+            holds a finished benchmark.
+        CheckpointError: ``out_dir/encoder`` holds an unfinished run with other settings.
+    """
+    from aurora_pipeline.oath.report import write_report
+
+    tell = progress or (lambda message: None)
+    out_dir = Path(out_dir)
+    data = prepare_data(oath_dir, out_dir, cfg, tell)
+    tell(f"pre-training SimCLR for {cfg.epochs} epochs on {len(data.frames)} images")
+    encoder = pretrain_encoder(data, cfg, out_dir, tell)
+    X = embed_images(data, encoder, cfg, out_dir)
+    tell("fitting the logistic regressions")
+    models = {"simclr_linear": evaluate_linear(X, data, cfg, encoder)}
+    if cfg.supervised:
+        models["supervised_resnet18"] = evaluate_supervised(data, cfg, imagenet=False, progress=tell)
+    if cfg.imagenet_weights is not None:
+        models["supervised_resnet18_imagenet"] = evaluate_supervised(data, cfg, imagenet=True, progress=tell)
+    models["raw_pixels_linear"] = evaluate_pixels(data, cfg)
+    tell(f"K-means for k = {cfg.k_min}..{cfg.k_max}")
+    clustering = cluster_embeddings(X, data, cfg)
+    figures = write_figures(data, models, clustering, cfg, out_dir)
+    results = assemble_results(cfg, data, encoder, models, clustering, figures, out_dir)
+    write_report(results, out_dir)
+    return results

@@ -1,0 +1,227 @@
+"""Figures of the classification and clustering results, written as PNG files.
+
+Each function draws one figure with matplotlib's Agg backend (no display needed, never
+``plt.show``), writes it to ``path`` (parent folders created) and returns the path.
+Figures have a fixed size in inches at ``DPI`` dots per inch, so the PNG's pixel size
+depends only on the inputs' shapes (noted in each docstring).
+
+* ``confusion_matrix_png``: rows true, columns predicted, counts and row percentages
+  (the paper's Fig. 3).
+* ``silhouette_png``: mean silhouette vs k (section III.E), best k marked.
+* ``montage_png``: random member images of each cluster or class, one row each (Figs. 4, 5).
+* ``labels_along_night_png``: one site's labels along a night vs UT time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from aurora_pipeline.errors import BadInputError
+
+DPI = 100
+
+
+def _figure(width_in: float, height_in: float):
+    # A Figure with an Agg canvas directly: no pyplot state, no backend switching.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def confusion_matrix_png(cm: np.ndarray, class_names: Sequence[str], path: str | os.PathLike,
+                         title: str = "Confusion matrix") -> Path:
+    """Confusion matrix as in the paper's Fig. 3: row = true class, column = predicted.
+
+    Each cell shows the count and its percentage of the row (the recall on the
+    diagonal); the colour is the row fraction. Size: (1.0 k + 2.5) x (0.8 k + 1.8)
+    inches for k classes.
+    Raises: BadInputError when cm is not (k, k) non-negative or names are not k.
+    """
+    cm = np.asarray(cm)
+    k = len(class_names)
+    if cm.ndim != 2 or cm.shape != (k, k) or cm.dtype.kind not in "iuf" or (cm < 0).any():
+        raise BadInputError("cm", f"must be a ({k}, {k}) array of non-negative counts, one row and column per "
+                            f"class name, got shape {cm.shape}", "pass the confusion matrix and its class names")
+    row_sum = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, row_sum, out=np.zeros(cm.shape, dtype=float), where=row_sum > 0)
+    fig = _figure(1.0 * k + 2.5, 0.8 * k + 1.8)
+    ax = fig.add_subplot()
+    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{cm[i, j]:g}\n{100 * frac[i, j]:.1f}%", ha="center", va="center", fontsize=8,
+                    color="white" if frac[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k), labels=list(class_names), rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=list(class_names))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="fraction of true class")
+    return _save(fig, path)
+
+
+def silhouette_png(ks: Sequence[int], sil: Sequence[float], best_k: int, path: str | os.PathLike,
+                   ground_truth_silhouette: float | None = None,
+                   reference: tuple[int, float] | None = None, title: str = "K-means on the embeddings") -> Path:
+    """Mean silhouette score against k, with the best k marked.
+
+    Args:
+        ground_truth_silhouette: drawn as a horizontal line ("labels as clusters").
+        reference: (k, silhouette) of a published result to compare with, e.g. the
+            paper's (12, 0.212); drawn as a star.
+    Size: 6.4 x 4.0 inches.
+    Raises: BadInputError when ks and sil differ in length or best_k is not in ks.
+    """
+    ks, sil = np.asarray(ks), np.asarray(sil, dtype=float)
+    if ks.ndim != 1 or ks.shape != sil.shape or len(ks) == 0:
+        raise BadInputError("ks, sil", f"must be two 1-d sequences of one length, got {ks.shape} and {sil.shape}",
+                            "pass ClusterScan.ks and ClusterScan.silhouettes")
+    if best_k not in ks.tolist():
+        raise BadInputError("best_k", f"{best_k} is not among ks {ks.tolist()}", "pass ClusterScan.best_k")
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    ax.plot(ks, sil, "o-", color="tab:blue", label="K-means clusters")
+    best = int(np.flatnonzero(ks == best_k)[0])
+    ax.plot([best_k], [sil[best]], "o", ms=14, mfc="none", mec="tab:red", mew=2,
+            label=f"best k = {best_k} ({sil[best]:.3f})")
+    if ground_truth_silhouette is not None:
+        ax.axhline(ground_truth_silhouette, color="gray", ls="--",
+                   label=f"class labels as clusters ({ground_truth_silhouette:.3f})")
+    if reference is not None:
+        ax.plot([reference[0]], [reference[1]], "*", ms=12, color="tab:orange",
+                label=f"reference k = {reference[0]} ({reference[1]:.3f})")
+    ax.set_xlabel("number of clusters k")
+    ax.set_ylabel("mean silhouette score")
+    ax.set_xticks(ks)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def montage_png(images_by_group: Mapping[str, np.ndarray], path: str | os.PathLike, n_per_group: int = 8,
+                title: str | None = None, seed: int = 0) -> Path:
+    """One row per group (cluster or class) of up to ``n_per_group`` randomly chosen member images.
+
+    Args:
+        images_by_group: name -> (n, H, W) images, uint8 (0..255) or float in 0..1
+            (values outside are clipped); shown in grey scale. Groups may hold fewer
+            than ``n_per_group`` images (the rest of the row stays blank) or none.
+        seed: numpy default_rng seed of the random choice.
+    Size: (1.2 n_per_group + 1.2) x (1.2 groups + 0.5) inches.
+    Raises: BadInputError for no groups, a non-3-d array, or n_per_group < 1.
+    """
+    if not images_by_group:
+        raise BadInputError("images_by_group", "is empty", "pass at least one group of images")
+    if not (isinstance(n_per_group, int) and n_per_group >= 1):
+        raise BadInputError("n_per_group", f"must be a positive integer, got {n_per_group!r}", "use 8")
+    groups = {}
+    for name, images in images_by_group.items():
+        images = np.asarray(images)
+        if images.ndim != 3 or images.dtype.kind not in "fiu":
+            raise BadInputError(f"images_by_group[{name!r}]", f"must be (n, H, W) numeric, got shape {images.shape}",
+                                "pass grey-scale frames, e.g. the store's `frames` rows")
+        groups[name] = images
+    rng = np.random.default_rng(seed)
+    fig = _figure(1.2 * n_per_group + 1.2, 1.2 * len(groups) + 0.5)
+    axes = fig.subplots(len(groups), n_per_group, squeeze=False)
+    for row, (name, images) in enumerate(groups.items()):
+        pick = np.sort(rng.choice(len(images), size=min(n_per_group, len(images)), replace=False))
+        for col in range(n_per_group):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col < len(pick):
+                image = images[pick[col]]
+                image = image / 255.0 if image.dtype == np.uint8 else np.clip(image.astype(float), 0.0, 1.0)
+                ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        axes[row, 0].set_ylabel(f"{name}\n(n={len(images)})", rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def labels_along_night_png(times: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                           path: str | os.PathLike, probabilities: np.ndarray | None = None,
+                           title: str | None = None) -> Path:
+    """Labels of one site's frames against UT time: one coloured band per class, one
+    bar per run of frames with that label. Gaps of more than 3 cadences (the median
+    spacing) are left blank. Label -1 means unlabelled (not drawn).
+
+    Args:
+        times: (n,) datetime64 frame times (any order). labels: (n,) int in -1..k-1.
+        probabilities: optional (n,) probability of the label or (n, k) class
+            probabilities (their row maximum is drawn), on a panel below.
+    Size: 10 x (0.35 k + 1.5) inches, + 1.8 with probabilities.
+    Raises: BadInputError for mismatched lengths or labels out of range.
+    """
+    from matplotlib import dates as mdates
+
+    times = np.asarray(times)
+    labels = np.asarray(labels)
+    k = len(class_names)
+    if times.ndim != 1 or len(times) == 0 or times.dtype.kind != "M":
+        raise BadInputError("times", f"must be a non-empty 1-d datetime64 array, got {times.dtype} {times.shape}",
+                            "pass the store's `time` values")
+    if labels.shape != times.shape or labels.dtype.kind not in "iu" or labels.min() < -1 or labels.max() >= k:
+        raise BadInputError("labels", f"must be {times.shape} integers in -1..{k - 1}, got {labels.dtype} "
+                            f"{labels.shape}", "pass label indices into class_names")
+    prob = None
+    if probabilities is not None:
+        prob = np.asarray(probabilities, dtype=float)
+        prob = prob.max(axis=1) if prob.ndim == 2 and prob.shape[1] == k else prob
+        if prob.shape != times.shape:
+            raise BadInputError("probabilities", f"must be ({len(times)},) or ({len(times)}, {k}), "
+                                f"got {np.shape(probabilities)}", "pass the store's `label_probability` values")
+    order = np.argsort(times, kind="stable")
+    times, labels = times[order].astype("datetime64[ms]"), labels[order]
+    x = mdates.date2num(times)                      # days
+    step = np.diff(x)
+    cadence = float(np.median(step)) if len(step) else 3.0 / 86400
+    cadence = cadence if cadence > 0 else 3.0 / 86400
+    # a run ends where the label changes or the next frame is more than 3 cadences away
+    breaks = np.flatnonzero((labels[1:] != labels[:-1]) | (step > 3 * cadence)) + 1
+    starts, ends = np.r_[0, breaks], np.r_[breaks, len(x)]
+
+    height = 0.35 * k + 1.5
+    fig = _figure(10.0, height + (1.8 if prob is not None else 0.0))
+    if prob is None:
+        axes = [fig.add_subplot()]
+    else:
+        axes = fig.subplots(2, 1, sharex=True, height_ratios=[height, 1.8])
+    ax = axes[0]
+    colors = [f"C{i % 10}" for i in range(k)]
+    for c in range(k):
+        bars = [(x[s], x[e - 1] - x[s] + cadence) for s, e in zip(starts, ends) if labels[s] == c]
+        ax.broken_barh(bars, (c - 0.4, 0.8), facecolors=colors[c])
+    ax.set_yticks(range(k), labels=list(class_names))
+    ax.set_ylim(k - 0.5, -0.5)
+    ax.set_xlim(x[0], x[-1] + cadence)
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if prob is not None:
+        axes[1].plot(x, prob[order], ".", ms=2, color="k")
+        axes[1].set_ylim(0, 1.02)
+        axes[1].set_ylabel("max probability")
+        axes[1].grid(alpha=0.3)
+    axes[-1].xaxis_date()
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    axes[-1].set_xlabel(f"UT from {np.datetime_as_string(times[0], unit='m').replace('T', ' ')}")
+    return _save(fig, path)

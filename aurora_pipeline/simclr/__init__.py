@@ -1,0 +1,39 @@
+"""SimCLR (Chen et al., ICML 2020) as used by Johnson et al. for auroral images, in parts.
+
+Each part is its own small module, documented with the paper it comes from:
+
+* ``backbone``: the base encoder f, a random-init ResNet18 with a 1-channel stem;
+  h = f(x) is the 512-d representation used downstream.
+* ``head``: the projection head g(h) = W2 ReLU(W1 h), no biases.
+* ``loss``: NT-Xent, eq. 2 and 3 of the paper.
+* ``augment``: two views per frame, random resized crop + top-bottom flip, batched
+  on the model's device.
+
+Training lives in ``aurora_pipeline.train``, checkpoints in ``aurora_pipeline.checkpoint``
+and embedding in ``aurora_pipeline.embed``.
+
+Example:
+    >>> from aurora_pipeline.simclr import AugmentConfig, ProjectionHead, nt_xent_loss, resnet18_encoder, two_views
+    >>> encoder, head = resnet18_encoder(), ProjectionHead()
+    >>> views = two_views(frames, AugmentConfig(), torch.Generator().manual_seed(0), out_size=128)
+    >>> loss = nt_xent_loss(head(encoder(views)), temperature=0.5)
+"""
+
+from aurora_pipeline.simclr.augment import AugmentConfig, AugmentParams, apply_params, sample_params, two_views
+from aurora_pipeline.simclr.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
+from aurora_pipeline.simclr.head import ProjectionHead
+from aurora_pipeline.simclr.loss import NTXentLoss, nt_xent_loss
+
+__all__ = [
+    "REPRESENTATION_DIM",
+    "AugmentConfig",
+    "AugmentParams",
+    "NTXentLoss",
+    "ProjectionHead",
+    "apply_params",
+    "frames_to_input",
+    "nt_xent_loss",
+    "resnet18_encoder",
+    "sample_params",
+    "two_views",
+]

@@ -1,0 +1,75 @@
+"""Bare loops of the SimCLR encoder: the ceiling the real pipelines are measured against.
+
+"Bare" means the model alone on float tensors already on the device, with no data
+loading, uint8 conversion, resizing or augmentation: the same ResNet18 encoder and
+projection head as ``aurora_pipeline.train``, the same NT-Xent loss and Adam optimizer,
+and the same precision policy (bf16 autocast + channels_last where the hardware does
+bf16). ``benchmarks/train.py`` compares ``pretrain`` with ``bare_train_rate`` and
+``benchmarks/embed.py`` compares embedding with ``bare_forward_rate``.
+
+Rates are input frames per second; a training step on N frames runs 2N views.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from aurora_pipeline.device import autocast, memory_format
+from aurora_pipeline.simclr import ProjectionHead, nt_xent_loss, resnet18_encoder
+
+
+def make_model(device: torch.device, mixed: bool, seed: int = 0):
+    """Encoder, head and Adam (lr 3e-4) as ``pretrain`` builds them."""
+    torch.manual_seed(seed)
+    encoder = resnet18_encoder().to(device, memory_format=memory_format(mixed))
+    head = ProjectionHead().to(device)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=3e-4)
+    return encoder, head, optimizer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_train_rate(device: torch.device, mixed: bool, batch_size: int = 128, image_size: int = 128, steps: int = 4, warmup: int = 1) -> float:
+    """Frames per second of SimCLR steps on fixed random views already on ``device``."""
+    encoder, head, optimizer = make_model(device, mixed)
+    views = torch.rand(2 * batch_size, 1, image_size, image_size, device=device).contiguous(memory_format=memory_format(mixed))
+
+    def step():
+        with autocast(device, mixed):
+            z = head(encoder(views))
+        loss = nt_xent_loss(z, 0.5)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def bare_forward_rate(device: torch.device, mixed: bool, batch_size: int = 512, image_size: int = 128, batches: int = 4, warmup: int = 1) -> float:
+    """Frames per second of the encoder's eval-mode forward pass on a batch already on ``device``."""
+    encoder, _, _ = make_model(device, mixed)
+    encoder.eval()
+    x = torch.rand(batch_size, 1, image_size, image_size, device=device).contiguous(memory_format=memory_format(mixed))
+    with torch.inference_mode():
+        for _ in range(warmup):
+            with autocast(device, mixed):
+                encoder(x)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(batches):
+            with autocast(device, mixed):
+                encoder(x).float()
+        _sync(device)
+    return batches * batch_size / (time.perf_counter() - start)

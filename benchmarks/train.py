@@ -1,0 +1,97 @@
+"""Training throughput of the full ``pretrain`` step against a bare loop of the same model.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/train.py            # about 3-5 minutes on 2 CPU cores
+
+The full step is ``aurora_pipeline.train.pretrain`` on an in-memory uint8 numpy source
+of synthetic 128x128 frames: the background thread reads each batch and draws its
+augmentations, then on the device the frames are scaled, cropped, flipped and the
+SimCLR step runs. The bare loop (``benchmarks/bare_model.py``) runs only the model,
+loss and optimizer on float views already on the device. Both use batches of 128
+frames (256 views), 2 CPU threads, and the same precision. The first step of each
+run is left out (warm-up); bare and full runs alternate to spread machine noise.
+The goal is a full/bare ratio of at least 0.90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bare_model import bare_train_rate  # noqa: E402
+
+from aurora_pipeline.device import resolve_device, supports_bf16  # noqa: E402
+from aurora_pipeline.train import PretrainConfig, pretrain  # noqa: E402
+
+BATCH, SIZE = 128, 128
+
+
+def synthetic_frames(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
+    """Smooth random bands plus noise, uint8: random-ish, not constant, cheap to make."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    angle = rng.uniform(0, np.pi, (n, 1, 1))
+    freq = rng.uniform(1, 6, (n, 1, 1))
+    bands = np.sin(2 * np.pi * freq * (np.cos(angle) * x + np.sin(angle) * y))
+    frames = 0.5 + 0.35 * bands + rng.normal(0, 0.1, (n, size, size))
+    return (frames.clip(0, 1) * 255).astype(np.uint8)
+
+
+def pipeline_rate(frames: np.ndarray, mixed: bool, device: str) -> float:
+    """Frames per second of ``pretrain``'s steps, step 1 (warm-up) left out."""
+    step_seconds = []
+    last = [time.perf_counter()]
+
+    def on_step(report):
+        now = time.perf_counter()
+        step_seconds.append(now - last[0])
+        last[0] = now
+
+    cfg = PretrainConfig(epochs=1, batch_size=BATCH, image_size=SIZE, mixed_precision=mixed, device=device, log_every=1)
+    with tempfile.TemporaryDirectory() as run_dir:
+        pretrain(frames, cfg, run_dir, progress=on_step)
+    measured = step_seconds[1:]
+    return len(measured) * BATCH / sum(measured)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating bare/full rounds in the mixed precision")
+    parser.add_argument("--steps", type=int, default=4, help="measured steps per run")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    print("$", shlex.join([Path(sys.executable).name, *sys.argv]))
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    bf16 = supports_bf16(device)
+    print(f"torch {torch.__version__}, device {device}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"threads {torch.get_num_threads()}, native bf16 {bf16}")
+    print(f"batch {BATCH} frames ({2 * BATCH} views) of {SIZE}x{SIZE}; rates in frames/s (views/s = 2x)")
+    frames = synthetic_frames((args.steps + 1) * BATCH)
+    precisions = [(True, args.rounds), (False, 1)] if bf16 else [(False, args.rounds)]
+    for mixed, rounds in precisions:
+        name = "bf16 autocast + channels_last" if mixed else "float32"
+        bare, full = [], []
+        for _ in range(rounds):
+            bare.append(bare_train_rate(device, mixed, BATCH, SIZE, steps=args.steps, warmup=1))
+            full.append(pipeline_rate(frames, mixed, str(device)))
+            print(f"  {name:30s} bare {bare[-1]:7.1f}   full pretrain {full[-1]:7.1f}   ratio {full[-1] / bare[-1]:.3f}", flush=True)
+        ratio = statistics.median(full) / statistics.median(bare)
+        print(f"{name}: bare {statistics.median(bare):.1f} frames/s ({2 * statistics.median(bare):.1f} views/s), "
+              f"full {statistics.median(full):.1f} frames/s, full/bare {ratio:.3f} "
+              f"({'meets' if ratio >= 0.9 else 'misses'} the 0.90 goal)")
+
+
+if __name__ == "__main__":
+    main()
