@@ -297,6 +297,9 @@ def write_hour_variables(zs, site: str, hour: str, ds: xr.Dataset, marker: str, 
     if ds.sizes.get("time", n) != n:
         raise StoreError(f"{site}/{hour_key(hour)}: {ds.sizes['time']} rows for {n} frames; refusing to write")
     group.attrs[marker] = ""
+    for name in list(ds.variables):
+        if name != "time" and name in group:
+            del group[name]  # replaced whole, with this write's chunks
     ds.drop_vars("time", errors="ignore").to_zarr(zs, group=hour_group(site, hour), mode="a", consolidated=False, encoding=encoding or {})
     group.attrs[marker] = value
 
