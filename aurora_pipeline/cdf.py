@@ -29,6 +29,7 @@ from pathlib import Path
 import cdflib
 import numpy as np
 
+from aurora_pipeline.archive import ARCHIVE_NAME
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.sites import SITES
 
@@ -39,7 +40,6 @@ LAYOUTS = ("legacy", "v2024")
 EARLIEST, LATEST = np.datetime64("1990-01-01", "ms"), np.datetime64("2100-01-01", "ms")
 
 _IMAGE_VAR = re.compile(r"^thg_asf_([a-z0-9]{4})$")
-_ARCHIVE_NAME = re.compile(r"^thg_l1_asf_([a-z0-9]{4})_(\d{4})(\d{2})(\d{2})(\d{2})_v\d{2}\.cdf$")
 _FIX_REDOWNLOAD = "Download the file again; if it stays bad, leave it out of the run."
 
 
@@ -75,12 +75,13 @@ def parse_archive_name(filename: str | os.PathLike) -> tuple[str, np.datetime64]
             names an unknown site.
     """
     name = str(filename).replace("\\", "/").rsplit("/", 1)[-1]
-    match = _ARCHIVE_NAME.match(name)
+    match = ARCHIVE_NAME.match(name)
     if match is None:
         raise BadInputError(str(filename), "is not named like a THEMIS ASI full-resolution file.",
                             "Expected thg_l1_asf_<site>_<YYYYMMDDHH>_v01.cdf, "
                             "e.g. thg_l1_asf_gako_2011010617_v01.cdf.")
-    site, year, month, day, hour = match.groups()
+    site, stamp = match["site"], match["hour"]
+    year, month, day, hour = stamp[:4], stamp[4:6], stamp[6:8], stamp[8:10]
     try:
         when = np.datetime64(f"{year}-{month}-{day}T{hour}", "h")
     except ValueError:

@@ -34,8 +34,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_train_rate(device: torch.device, mixed: bool, batch_size: int = 128, image_size: int = 128, steps: int = 4, warmup: int = 1) -> float:
-    """Frames per second of SimCLR steps on fixed random views already on ``device``."""
+def bare_train_step_seconds(device: torch.device, mixed: bool, batch_size: int = 128, image_size: int = 128, steps: int = 4, warmup: int = 1) -> list[float]:
+    """Wall-clock seconds of each SimCLR step on fixed random views already on ``device``."""
     encoder, head, optimizer = make_model(device, mixed)
     views = torch.rand(2 * batch_size, 1, image_size, image_size, device=device).contiguous(memory_format=memory_format(mixed))
 
@@ -46,15 +46,22 @@ def bare_train_rate(device: torch.device, mixed: bool, batch_size: int = 128, im
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        loss.item()  # waits for the device, as pretrain's progress report does
 
     for _ in range(warmup):
         step()
-    _sync(device)
-    start = time.perf_counter()
+    seconds = []
     for _ in range(steps):
+        start = time.perf_counter()
         step()
-    _sync(device)
-    return steps * batch_size / (time.perf_counter() - start)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def bare_train_rate(device: torch.device, mixed: bool, batch_size: int = 128, image_size: int = 128, steps: int = 4, warmup: int = 1) -> float:
+    """Frames per second of SimCLR steps on fixed random views already on ``device``."""
+    seconds = bare_train_step_seconds(device, mixed, batch_size, image_size, steps, warmup)
+    return len(seconds) * batch_size / sum(seconds)
 
 
 def bare_forward_rate(device: torch.device, mixed: bool, batch_size: int = 512, image_size: int = 128, batches: int = 4, warmup: int = 1) -> float:

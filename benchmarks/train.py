@@ -10,13 +10,15 @@ augmentations, then on the device the frames are scaled, cropped, flipped and th
 SimCLR step runs. The bare loop (``benchmarks/bare_model.py``) runs only the model,
 loss and optimizer on float views already on the device. Both use batches of 128
 frames (256 views), 2 CPU threads, and the same precision. The first step of each
-run is left out (warm-up); bare and full runs alternate to spread machine noise.
-The goal is a full/bare ratio of at least 0.90.
+run is left out (warm-up); bare and full runs alternate to spread machine noise, and
+rates come from the median step time over all rounds. The goal is a full/bare ratio
+of at least 0.90.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bare_model import bare_train_rate  # noqa: E402
+from bare_model import bare_train_step_seconds  # noqa: E402
 
 from aurora_pipeline.device import resolve_device, supports_bf16  # noqa: E402
 from aurora_pipeline.train import PretrainConfig, pretrain  # noqa: E402
@@ -47,12 +49,12 @@ def synthetic_frames(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
     return (frames.clip(0, 1) * 255).astype(np.uint8)
 
 
-def pipeline_rate(frames: np.ndarray, mixed: bool, device: str) -> float:
-    """Frames per second of ``pretrain``'s steps, step 1 (warm-up) left out."""
+def pipeline_step_seconds(frames: np.ndarray, mixed: bool, device: str) -> list[float]:
+    """Wall-clock seconds of each of ``pretrain``'s steps, step 1 (warm-up) left out."""
     step_seconds = []
     last = [time.perf_counter()]
 
-    def on_step(report):
+    def on_step(report):  # log_every=1: called after every step, once its loss reached the host
         now = time.perf_counter()
         step_seconds.append(now - last[0])
         last[0] = now
@@ -60,14 +62,22 @@ def pipeline_rate(frames: np.ndarray, mixed: bool, device: str) -> float:
     cfg = PretrainConfig(epochs=1, batch_size=BATCH, image_size=SIZE, mixed_precision=mixed, device=device, log_every=1)
     with tempfile.TemporaryDirectory() as run_dir:
         pretrain(frames, cfg, run_dir, progress=on_step)
-    measured = step_seconds[1:]
-    return len(measured) * BATCH / sum(measured)
+    return step_seconds[1:]
+
+
+def rate(seconds: list[float]) -> float:
+    """Frames per second from the median step time (robust to a step slowed by other work)."""
+    return BATCH / statistics.median(seconds)
+
+
+def fmt(seconds: list[float]) -> str:
+    return " ".join(f"{s:.2f}" for s in seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating bare/full rounds in the mixed precision")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/full rounds in the mixed precision")
     parser.add_argument("--steps", type=int, default=4, help="measured steps per run")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -78,19 +88,20 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"threads {torch.get_num_threads()}, native bf16 {bf16}")
     print(f"batch {BATCH} frames ({2 * BATCH} views) of {SIZE}x{SIZE}; rates in frames/s (views/s = 2x)")
+    print(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other work on the machine skews the rates)")
     frames = synthetic_frames((args.steps + 1) * BATCH)
     precisions = [(True, args.rounds), (False, 1)] if bf16 else [(False, args.rounds)]
     for mixed, rounds in precisions:
         name = "bf16 autocast + channels_last" if mixed else "float32"
         bare, full = [], []
         for _ in range(rounds):
-            bare.append(bare_train_rate(device, mixed, BATCH, SIZE, steps=args.steps, warmup=1))
-            full.append(pipeline_rate(frames, mixed, str(device)))
-            print(f"  {name:30s} bare {bare[-1]:7.1f}   full pretrain {full[-1]:7.1f}   ratio {full[-1] / bare[-1]:.3f}", flush=True)
-        ratio = statistics.median(full) / statistics.median(bare)
-        print(f"{name}: bare {statistics.median(bare):.1f} frames/s ({2 * statistics.median(bare):.1f} views/s), "
-              f"full {statistics.median(full):.1f} frames/s, full/bare {ratio:.3f} "
-              f"({'meets' if ratio >= 0.9 else 'misses'} the 0.90 goal)")
+            bare += bare_train_step_seconds(device, mixed, BATCH, SIZE, steps=args.steps, warmup=1)
+            full += pipeline_step_seconds(frames, mixed, str(device))
+            print(f"  {name}: bare steps {fmt(bare[-args.steps:])} s, full pretrain steps {fmt(full[-args.steps:])} s", flush=True)
+        ratio = rate(full) / rate(bare)
+        print(f"{name}: bare {rate(bare):.1f} frames/s ({2 * rate(bare):.1f} views/s), full pretrain {rate(full):.1f} frames/s, "
+              f"full/bare {ratio:.3f} ({'meets' if ratio >= 0.9 else 'misses'} the 0.90 goal)", flush=True)
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

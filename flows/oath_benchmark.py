@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from aurora_pipeline.oath import protocol
 from aurora_pipeline.oath.download import download_oath
 from aurora_pipeline.oath.protocol import OathBenchmarkConfig
-from aurora_pipeline.oath.report import table_markdown, write_report
+from aurora_pipeline.oath.report import finish_run, table_markdown
 
 
 def _log(message: str) -> None:
@@ -63,10 +63,7 @@ def cluster(X, data: protocol.OathData, cfg: OathBenchmarkConfig) -> dict:
 @task(cache_policy=NO_CACHE)
 def report(data: protocol.OathData, encoder: dict, models: dict, clustering: dict, cfg: OathBenchmarkConfig,
            out: str) -> dict:
-    figures = protocol.write_figures(data, models, clustering, cfg, out)
-    results = protocol.assemble_results(cfg, data, encoder, models, clustering, figures, out)
-    write_report(results, out)
-    return results
+    return finish_run(cfg, data, encoder, models, clustering, out)
 
 
 @flow(name="oath-benchmark", log_prints=True)

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from aurora_pipeline import checkpoint as ckpt
 from aurora_pipeline.device import prefetched, resolve_device, supports_bf16
@@ -44,8 +45,6 @@ FRAMES = patterns(32)
 def weights(run_dir):
     out = {}
     for name in (ckpt.ENCODER_FILE, ckpt.HEAD_FILE):
-        from safetensors.torch import load_file
-
         out.update({f"{name}:{k}": v for k, v in load_file(run_dir / ckpt.FINAL_DIR / name).items()})
     return out
 

@@ -18,8 +18,7 @@ Prefect flow ``oath-benchmark`` runs one task per stage):
     evaluate_supervised ResNet18 trained with labels per split (random init, or ImageNet weights)
     evaluate_pixels     l2 logistic regression on downsampled raw pixels (a floor)
     cluster_embeddings  K-means silhouette scan, and the labels' own silhouette
-    write_figures       confusion matrix, silhouette curve, montages
-    assemble_results    one JSON-ready dict; ``report.write_report`` writes results.json, report.md
+    report.finish_run   figures, results.json and report.md (``aurora_pipeline.oath.report``)
 
 Std over splits is numpy's population std (ddof=0), as ``classify.cross_validate``.
 Precision, recall and F1 are unweighted means over the six classes.
@@ -32,9 +31,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,7 +45,6 @@ from aurora_pipeline.oath.dataset import OATH_CLASS_COUNTS, N_SPLITS, OathDatase
 
 Progress = Callable[[str], None]
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
-RESULTS_FORMAT = "aurora-pipeline oath-benchmark"
 
 
 @dataclass(frozen=True)
@@ -105,7 +101,9 @@ class OathBenchmarkConfig:
             raise BadInputError("confusion_split", f"{self.confusion_split!r} is not among the evaluated splits {self.splits}.",
                                 "pick one of them, or None for the first.")
         # the stage configs check the rest (lr, device, C, k range...) and fail here, before any work
-        self.pretrain_config(), self.supervised_config(imagenet=False), self.classifier_config(), self.cluster_config()
+        for build in (self.pretrain_config, self.classifier_config, self.cluster_config):
+            build()
+        self.supervised_config(imagenet=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "OathBenchmarkConfig":
@@ -432,102 +430,21 @@ def cluster_embeddings(X: np.ndarray, data: OathData, cfg: OathBenchmarkConfig) 
     }
 
 
-# ------------------------------------------------------------------ stage 8: figures and results
-
-
-def write_figures(data: OathData, models: dict[str, Any], clustering: dict[str, Any], cfg: OathBenchmarkConfig,
-                  out_dir: str | os.PathLike) -> dict[str, str]:
-    """The confusion matrix of the SimCLR classifier on ``cfg.shown_split`` (Fig. 3), the
-    silhouette curve with the paper's (12, 0.212) marked, random images of each cluster
-    and the 'discrete' images by cluster (Figs. 4, 5). Returns {figure: file name in out_dir}."""
-    from aurora_pipeline.oath.report import PAPER_CLUSTERING
-    from aurora_pipeline.plots import confusion_matrix_png, montage_png, silhouette_png
-
-    out_dir = Path(out_dir)
-    split = cfg.shown_split
-    names = {"confusion_matrix": f"confusion_matrix_split{split}.png", "silhouette": "silhouette.png",
-             "montage_clusters": "montage_clusters.png", "montage_discrete": "montage_discrete_by_cluster.png"}
-    cm = np.asarray(models["simclr_linear"]["per_split"][str(split)]["confusion_matrix"])
-    confusion_matrix_png(cm, data.class_names, out_dir / names["confusion_matrix"],
-                         title=f"SimCLR + logistic regression, OATH split {split} (test set)")
-    silhouette_png(clustering["ks"], clustering["silhouettes"], clustering["best_k"], out_dir / names["silhouette"],
-                   ground_truth_silhouette=clustering["ground_truth_silhouette"],
-                   reference=(PAPER_CLUSTERING["best_k"], PAPER_CLUSTERING["best_silhouette"]),
-                   title="K-means on the SimCLR representations (star: paper)")
-    cluster = np.asarray(clustering["cluster"])
-    by_cluster = {}
-    for c in range(clustering["best_k"]):
-        members = cluster == c
-        top = np.bincount(data.labels[members], minlength=len(data.class_names))
-        label = f"S={c}\n{data.class_names[int(np.argmax(top))]} {100 * top.max() / max(members.sum(), 1):.0f}%"
-        by_cluster[label] = data.frames[members]
-    montage_png(by_cluster, out_dir / names["montage_clusters"], n_per_group=cfg.montage_per_group, seed=cfg.seed,
-                title="Random images of each K-means cluster (S), with its most common class")
-    discrete = data.labels == data.class_names.index("discrete")
-    groups = {f"S={c}": data.frames[discrete & (cluster == c)] for c in range(clustering["best_k"])
-              if np.any(discrete & (cluster == c))}
-    montage_png(groups, out_dir / names["montage_discrete"], n_per_group=cfg.montage_per_group, seed=cfg.seed,
-                title="Images labelled 'discrete', by K-means cluster (paper Fig. 5)")
-    return names
-
-
-def environment(cfg: OathBenchmarkConfig) -> dict[str, Any]:
-    """Package versions and the device the run used."""
-    import sklearn
-    import torch
-
-    import aurora_pipeline
-    from aurora_pipeline._torchvision_compat import import_torchvision
-    from aurora_pipeline.device import resolve_device, use_mixed_precision
-
-    device = resolve_device(cfg.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {
-        "versions": {"aurora_pipeline": aurora_pipeline.__version__, "torch": torch.__version__,
-                     "torchvision": import_torchvision().__version__, "scikit_learn": sklearn.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
-        "device": {"type": device.type, "name": name, "cpu_count": os.cpu_count(),
-                   "torch_threads": torch.get_num_threads(),
-                   "mixed_precision": use_mixed_precision(device, cfg.mixed_precision)},
-    }
-
-
-def assemble_results(cfg: OathBenchmarkConfig, data: OathData, encoder: dict[str, Any], models: dict[str, Any],
-                     clustering: dict[str, Any], figures: dict[str, str], out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Every number of the run, the config, the data checksums, versions and device, as one
-    JSON-ready dict (plain Python types, NaN as None): the content of results.json."""
-    from aurora_pipeline.oath.report import PAPER_CLUSTERING, QUOTED, to_jsonable
-
-    return to_jsonable({
-        "format": RESULTS_FORMAT,
-        "format_version": 1,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": cfg.to_dict(),
-        "data": {**data.info, "class_names": list(data.class_names)},
-        **environment(cfg),
-        "encoder": {**encoder, "checkpoint": os.path.relpath(encoder["checkpoint"], out_dir)},  # relative to out_dir
-        "models": models,
-        "quoted": QUOTED,
-        "clustering": {**clustering, "paper": PAPER_CLUSTERING},
-        "figures": figures,
-        "timings_seconds": {"prepare_data": data.info["seconds"], "pretrain": encoder["seconds"],
-                            **{name: m["seconds"] for name, m in models.items()}, "clustering": clustering["seconds"]},
-    })
-
-
 def run_oath_benchmark(oath_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                       cfg: OathBenchmarkConfig = OathBenchmarkConfig(), *,
+                       cfg: OathBenchmarkConfig | None = None, *,
                        progress: Progress | None = None) -> dict[str, Any]:
     """Run the whole protocol and write ``out_dir``: report.md, results.json, encoder/,
     embeddings.npz and the figures. Returns the results dict (as in results.json).
+    ``cfg`` None means ``OathBenchmarkConfig()``, the paper's settings.
 
     Raises:
         BadInputError: bad inputs or settings (see the stages); ``out_dir`` already
             holds a finished benchmark.
         CheckpointError: ``out_dir/encoder`` holds an unfinished run with other settings.
     """
-    from aurora_pipeline.oath.report import write_report
+    from aurora_pipeline.oath.report import finish_run
 
+    cfg = OathBenchmarkConfig() if cfg is None else cfg
     tell = progress or (lambda message: None)
     out_dir = Path(out_dir)
     data = prepare_data(oath_dir, out_dir, cfg, tell)
@@ -543,7 +460,4 @@ def run_oath_benchmark(oath_dir: str | os.PathLike, out_dir: str | os.PathLike,
     models["raw_pixels_linear"] = evaluate_pixels(data, cfg)
     tell(f"K-means for k = {cfg.k_min}..{cfg.k_max}")
     clustering = cluster_embeddings(X, data, cfg)
-    figures = write_figures(data, models, clustering, cfg, out_dir)
-    results = assemble_results(cfg, data, encoder, models, clustering, figures, out_dir)
-    write_report(results, out_dir)
-    return results
+    return finish_run(cfg, data, encoder, models, clustering, out_dir)

@@ -1,9 +1,11 @@
-"""The OATH benchmark's report: Table I, Fig. 3 and the silhouette analysis, beside the paper's.
+"""What an OATH benchmark run shows: figures, results.json and report.md, beside the paper's numbers.
 
-Pure functions build Markdown from the results dict of
-``aurora_pipeline.oath.protocol`` (the content of results.json); ``write_report``
-writes results.json and report.md. Our numbers are fractions (0..1) in the dict and
-percentages in the tables, like the paper's.
+``finish_run`` is the protocol's last stage (``aurora_pipeline.oath.protocol``): it draws
+the figures (``write_figures``), gathers every number into one JSON-ready dict
+(``assemble_results``, the content of results.json) and writes results.json and
+report.md (``write_report``). The Markdown comes from pure functions of that dict
+(``table_markdown``, ``render_report``). Our numbers are fractions (0..1) in the dict
+and percentages in the tables, like the paper's.
 
 Quoted figures (never recomputed here):
 
@@ -24,17 +26,35 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
+import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aurora_pipeline.errors import BadInputError
 
-__all__ = ["PAPER_CLUSTERING", "QUOTED", "render_report", "table_markdown", "table_rows", "to_jsonable", "write_report"]
+if TYPE_CHECKING:
+    from aurora_pipeline.oath.protocol import OathBenchmarkConfig, OathData
+
+__all__ = [
+    "PAPER_CLUSTERING",
+    "QUOTED",
+    "assemble_results",
+    "finish_run",
+    "render_report",
+    "table_markdown",
+    "table_rows",
+    "to_jsonable",
+    "write_figures",
+    "write_report",
+]
+
+RESULTS_FORMAT = "aurora-pipeline oath-benchmark"
 
 QUOTED: dict[str, dict[str, Any]] = {
     "inception_v4_ridge": {
@@ -284,3 +304,98 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike, *, overwri
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     return json_path, md_path
+
+
+# ------------------------------------------------------------------ the run's outputs
+
+
+def write_figures(data: OathData, models: dict[str, Any], clustering: dict[str, Any], cfg: OathBenchmarkConfig,
+                  out_dir: str | os.PathLike) -> dict[str, str]:
+    """The confusion matrix of the SimCLR classifier on ``cfg.shown_split`` (Fig. 3), the
+    silhouette curve with the paper's (12, 0.212) marked, random images of each cluster
+    and the 'discrete' images by cluster (Figs. 4, 5). Returns {figure: file name in out_dir}."""
+    from aurora_pipeline.plots import confusion_matrix_png, montage_png, silhouette_png
+
+    out_dir = Path(out_dir)
+    split = cfg.shown_split
+    names = {"confusion_matrix": f"confusion_matrix_split{split}.png", "silhouette": "silhouette.png",
+             "montage_clusters": "montage_clusters.png", "montage_discrete": "montage_discrete_by_cluster.png"}
+    cm = np.asarray(models["simclr_linear"]["per_split"][str(split)]["confusion_matrix"])
+    confusion_matrix_png(cm, data.class_names, out_dir / names["confusion_matrix"],
+                         title=f"SimCLR + logistic regression, OATH split {split} (test set)")
+    silhouette_png(clustering["ks"], clustering["silhouettes"], clustering["best_k"], out_dir / names["silhouette"],
+                   ground_truth_silhouette=clustering["ground_truth_silhouette"],
+                   reference=(PAPER_CLUSTERING["best_k"], PAPER_CLUSTERING["best_silhouette"]),
+                   title="K-means on the SimCLR representations (star: paper)")
+    cluster = np.asarray(clustering["cluster"])
+    by_cluster = {}
+    for c in range(clustering["best_k"]):
+        members = cluster == c
+        top = np.bincount(data.labels[members], minlength=len(data.class_names))
+        label = f"S={c}\n{data.class_names[int(np.argmax(top))]} {100 * top.max() / max(members.sum(), 1):.0f}%"
+        by_cluster[label] = data.frames[members]
+    montage_png(by_cluster, out_dir / names["montage_clusters"], n_per_group=cfg.montage_per_group, seed=cfg.seed,
+                title="Random images of each K-means cluster (S), with its most common class")
+    discrete = data.labels == data.class_names.index("discrete")
+    groups = {f"S={c}": data.frames[discrete & (cluster == c)] for c in range(clustering["best_k"])
+              if np.any(discrete & (cluster == c))}
+    montage_png(groups, out_dir / names["montage_discrete"], n_per_group=cfg.montage_per_group, seed=cfg.seed,
+                title="Images labelled 'discrete', by K-means cluster (paper Fig. 5)")
+    return names
+
+
+def environment(cfg: OathBenchmarkConfig) -> dict[str, Any]:
+    """Package versions and the device the run used."""
+    import sklearn
+    import torch
+
+    import aurora_pipeline
+    from aurora_pipeline._torchvision_compat import import_torchvision
+    from aurora_pipeline.device import resolve_device, use_mixed_precision
+
+    device = resolve_device(cfg.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {
+        "versions": {"aurora_pipeline": aurora_pipeline.__version__, "torch": torch.__version__,
+                     "torchvision": import_torchvision().__version__, "scikit_learn": sklearn.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+        "device": {"type": device.type, "name": name, "cpu_count": os.cpu_count(),
+                   "torch_threads": torch.get_num_threads(),
+                   "mixed_precision": use_mixed_precision(device, cfg.mixed_precision)},
+    }
+
+
+def assemble_results(cfg: OathBenchmarkConfig, data: OathData, encoder: dict[str, Any], models: dict[str, Any],
+                     clustering: dict[str, Any], figures: dict[str, str], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Every number of the run, the config, the data checksums, versions and device, as one
+    JSON-ready dict (plain Python types, NaN as None): the content of results.json."""
+    return to_jsonable({
+        "format": RESULTS_FORMAT,
+        "format_version": 1,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.to_dict(),
+        "data": {**data.info, "class_names": list(data.class_names)},
+        **environment(cfg),
+        "encoder": {**encoder, "checkpoint": os.path.relpath(encoder["checkpoint"], out_dir)},  # relative to out_dir
+        "models": models,
+        "quoted": QUOTED,
+        "clustering": {**clustering, "paper": PAPER_CLUSTERING},
+        "figures": figures,
+        "timings_seconds": {"prepare_data": data.info["seconds"], "pretrain": encoder["seconds"],
+                            **{name: m["seconds"] for name, m in models.items()}, "clustering": clustering["seconds"]},
+    })
+
+
+def finish_run(cfg: OathBenchmarkConfig, data: OathData, encoder: dict[str, Any], models: dict[str, Any],
+               clustering: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The protocol's last stage: figures, then results.json and report.md in ``out_dir``.
+
+    Returns:
+        The results dict, equal to the content of results.json.
+    Raises:
+        BadInputError: ``out_dir`` already holds a results.json.
+    """
+    figures = write_figures(data, models, clustering, cfg, out_dir)
+    results = assemble_results(cfg, data, encoder, models, clustering, figures, out_dir)
+    write_report(results, out_dir)
+    return results
