@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-images-per-class", type=int, help="a quick run on a subset")
+    p.add_argument("--supervised-epochs", type=int, default=30)
+    p.add_argument("--imagenet-weights", help="a torchvision ResNet18 ImageNet weights file you supply (none downloaded)")
+    p.add_argument("--sha256", help="expected SHA256 of oath_v1.1_20181026.tgz (with --download)")
+    p.add_argument("--sha256-url", help="where the release's SHA256 list is (with --download)")
 
     p = sub.add_parser("label-archive", help="run the flow label-archive: the nightly labelling of new files")
     p.add_argument("--archive", required=True)
@@ -228,7 +232,9 @@ def _oath_benchmark(args):
 
     return oath_benchmark(oath_dir=args.oath_dir, out=args.out, download=args.download, epochs=args.epochs,
                           batch_size=args.batch_size, image_size=args.image_size, splits=args.splits,
-                          device=args.device, seed=args.seed, max_images_per_class=args.max_images_per_class)
+                          device=args.device, seed=args.seed, max_images_per_class=args.max_images_per_class,
+                          supervised_epochs=args.supervised_epochs, imagenet_weights=args.imagenet_weights,
+                          sha256=args.sha256, sha256_url=args.sha256_url)
 
 
 def _label_archive(args):

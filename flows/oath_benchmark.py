@@ -21,8 +21,9 @@ def _log(message: str) -> None:
 
 
 @task(retries=2, retry_delay_seconds=[30, 120], cache_policy=NO_CACHE)
-def fetch(oath_dir: str) -> str:
-    return str(download_oath(oath_dir))  # does nothing when oath_dir already holds the release
+def fetch(oath_dir: str, sha256: str | None, sha256_url: str | None) -> str:
+    # does nothing when oath_dir already holds the release
+    return str(download_oath(oath_dir, sha256=sha256, sha256_url=sha256_url))
 
 
 @task(cache_policy=NO_CACHE)
@@ -81,6 +82,8 @@ def oath_benchmark(
     supervised_epochs: int = 30,
     imagenet_weights: str | None = None,
     mixed_precision: bool = True,
+    sha256: str | None = None,
+    sha256_url: str | None = None,
 ) -> dict:
     """Reproduce Table I (SimCLR + logistic regression, supervised ResNet18, raw pixels, quoted
     Inception-v4), Fig. 3 and the K-means silhouette scan on OATH; write report.md and
@@ -90,7 +93,7 @@ def oath_benchmark(
                               supervised_epochs=supervised_epochs, imagenet_weights=imagenet_weights,
                               mixed_precision=mixed_precision)
     if download:
-        fetch(oath_dir)
+        fetch(oath_dir, sha256, sha256_url)
     data = prepare(oath_dir, out, cfg)
     encoder = pretrain(data, cfg, out)
     X = embed(data, encoder, cfg, out)
