@@ -34,6 +34,7 @@ class PeakMemory:
 
     def __init__(self):
         self.peak = 0
+        self.peak_by_process: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -43,9 +44,12 @@ class PeakMemory:
             total = 0
             for p in [me] + me.children(recursive=True):
                 try:
-                    total += p.memory_info().rss
+                    rss = p.memory_info().rss
                 except psutil.Error:
-                    pass
+                    continue
+                total += rss
+                key = "this process" if p.pid == me.pid else f"child {p.pid}"
+                self.peak_by_process[key] = max(self.peak_by_process.get(key, 0), rss)
             self.peak = max(self.peak, total)
             time.sleep(0.02)
 

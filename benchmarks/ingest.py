@@ -56,7 +56,14 @@ def main() -> None:
             print(f"run {r + 1}: {frames} frames in {len(files)} files | cdflib bare read {bare:.2f} s "
                   f"({frames / bare:.0f} frames/s, 1 process) | full ingest {full:.2f} s ({frames / full:.0f} frames/s, "
                   f"LocalCluster 2 workers) | ratio ingest/bare {full / bare:.2f} (goal <= 2) | "
-                  f"peak memory, all processes {mem.peak / 2**30:.2f} GiB (goal < 1.5)")
+                  f"peak memory, all processes {mem.peak / 2**30:.2f} GiB (goal < 1.5); per process "
+                  + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in mem.peak_by_process.items()) + " GiB")
+            shutil.rmtree(store, ignore_errors=True)
+            t = time.perf_counter()
+            ingest(files, store, cfg)  # one process, no Dask: the like-for-like comparison with the bare read
+            serial = time.perf_counter() - t
+            print(f"run {r + 1}: serial ingest in this process {serial:.2f} s ({frames / serial:.0f} frames/s) | "
+                  f"ratio serial ingest/bare {serial / bare:.2f}")
 
 
 if __name__ == "__main__":

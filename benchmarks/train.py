@@ -100,7 +100,8 @@ def main() -> None:
             print(f"  {name}: bare steps {fmt(bare[-args.steps:])} s, full pretrain steps {fmt(full[-args.steps:])} s", flush=True)
         ratio = rate(full) / rate(bare)
         print(f"{name}: bare {rate(bare):.1f} frames/s ({2 * rate(bare):.1f} views/s), full pretrain {rate(full):.1f} frames/s, "
-              f"full/bare {ratio:.3f} ({'meets' if ratio >= 0.9 else 'misses'} the 0.90 goal)", flush=True)
+              f"full/bare {ratio:.3f} ({'meets' if ratio >= 0.9 else 'misses'} the 0.90 goal); "
+              f"fastest steps: bare {BATCH / min(bare):.1f}, full {BATCH / min(full):.1f}, ratio {min(bare) / min(full):.3f}", flush=True)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

@@ -54,3 +54,16 @@ def test_bad_config_is_refused():
 def test_attrs_round_trip():
     cfg = PreprocessConfig(image_size=96)
     assert PreprocessConfig.from_attrs(cfg.as_attrs()) == PreprocessConfig(image_size=96, block_frames=cfg.block_frames)
+
+
+@pytest.mark.parametrize("shape,size", [((3, 218, 218), 128), ((2, 100, 60), 150), ((1, 64, 64), 32)])
+def test_resize_matches_torch_antialiased_bilinear(shape, size):
+    import torch
+    import torch.nn.functional as F
+
+    from aurora_pipeline.preprocess import resize
+
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    expected = F.interpolate(torch.from_numpy(x)[None], size=(size, size), mode="bilinear", antialias=True,
+                             align_corners=False)[0].numpy()
+    np.testing.assert_allclose(resize(x, size), expected, atol=2e-5)
