@@ -40,6 +40,6 @@ def dask_client(address: str | None = None, *, n_workers: int | None = None, mem
     with dask.config.set({"distributed.nanny.pre-spawn-environ": one_thread, "distributed.worker.daemon": False}):
         with LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, memory_limit=memory_limit, silence_logs=40,
+            dashboard_address=":0", memory_limit=memory_limit, silence_logs=40,
         ) as cluster, Client(cluster) as client:
             yield client

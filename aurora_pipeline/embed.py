@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -43,6 +44,15 @@ class EmbedConfig:
         if self.dtype not in OUTPUT_DTYPES:
             raise BadInputError("dtype", f"unsupported embedding dtype {self.dtype!r}.", f"use one of {OUTPUT_DTYPES}.")
         check_device_name(self.device)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EmbedConfig":
+        """Build from a plain dict; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInputError("EmbedConfig", f"unknown setting(s) {unknown}.", f"use only {sorted(known)}.")
+        return cls(**data)
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:

@@ -242,6 +242,14 @@ def test_embedding_restores_train_mode_and_refuses_bad_frames(encoder):
     assert embed_frames(encoder, FRAMES[:0], EmbedConfig(), 32).shape == (0, 512)
 
 
+def test_bad_embed_settings_refused():
+    with pytest.raises(BadInputError, match="dtype"):
+        EmbedConfig(dtype="int8")
+    with pytest.raises(BadInputError, match="unknown setting"):
+        EmbedConfig.from_dict({"batch": 4})
+    assert EmbedConfig.from_dict({"batch_size": 4}).batch_size == 4
+
+
 # ---- device and prefetching -----------------------------------------------------------------
 
 

@@ -1,0 +1,175 @@
+"""The nightly run (flow `label-archive`, in-process): new files once, nothing twice, late hours in place.
+
+A small synthetic archive (one site, 20 frames an hour, 32-pixel frames) and a
+tiny encoder, classifier and centroids fitted on a separate training store stand in
+for the real archive and models. The flow lists the archive over a look-back
+window ending now; the synthetic hours are in 2011, so the runs here use
+``reconcile=True`` (the whole archive), and ``find_new_files`` is tested on its own
+with an explicit ``now``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import aurora_pipeline
+from aurora_pipeline.archive import list_archive
+from aurora_pipeline.classify import ClassifierConfig
+from aurora_pipeline.cluster import ClusterConfig
+from aurora_pipeline.cluster_store import cluster_store
+from aurora_pipeline.embed_store import embed_with_checkpoint
+from aurora_pipeline.frames_source import load_training_frames
+from aurora_pipeline.ingest import ingest
+from aurora_pipeline.label_store import fit_from_store
+from aurora_pipeline.nightly import find_new_files
+from aurora_pipeline.preprocess import PreprocessConfig
+from aurora_pipeline.synth.archive import write_synthetic_archive
+from aurora_pipeline.train import PretrainConfig, pretrain
+
+SITE = "gako"
+FRAMES_PER_HOUR = 20
+IMAGE_SIZE = 32
+RAW_SIZE = 64  # side of the synthetic imager's frames before the crop and resize
+
+
+@dataclass(frozen=True)
+class NightlyModels:
+    """An archive of two site-hours and the models a nightly run needs, all fitted on it."""
+
+    archive: Path
+    checkpoint: str
+    classifier: str
+    centroids: str
+
+
+def add_hour(archive: Path, hour: str, site: str = SITE) -> None:
+    """Write one more site-hour file into the synthetic archive."""
+    write_synthetic_archive(archive, sites=site, start=hour, hours=1, frames_per_hour=FRAMES_PER_HOUR,
+                            size=RAW_SIZE)
+
+
+def build_nightly_models(root: Path) -> NightlyModels:
+    """Archive ``gako`` 2011-01-06T05..T06, plus a 1-epoch encoder, a classifier and k-means centroids.
+
+    The models come from a training store of their own, so a nightly store starts empty.
+    Classes with fewer than 3 labelled frames are left out of the fit, and 2-fold
+    cross-validation is used, since 40 frames hold some classes only once or twice.
+    """
+    archive, train_store = root / "archive", root / "train.zarr"
+    write_synthetic_archive(archive, sites=SITE, start="2011-01-06T05", hours=2,
+                            frames_per_hour=FRAMES_PER_HOUR, size=RAW_SIZE)
+    ingest(list_archive(archive), train_store, PreprocessConfig(image_size=IMAGE_SIZE))
+    frames, _ = load_training_frames(train_store)
+    trained = pretrain(frames, PretrainConfig(epochs=1, batch_size=16, image_size=IMAGE_SIZE, device="cpu"),
+                       root / "encoder")
+    embed_with_checkpoint(train_store, trained.checkpoint, device="cpu")
+    labels = pd.read_csv(archive / "labels.csv")
+    labels = labels[labels["class"].map(labels["class"].value_counts()) >= 3]
+    labels.to_csv(root / "labels_fit.csv", index=False)
+    fit_from_store(train_store, root / "labels_fit.csv", root / "classifier", ClassifierConfig(cv_folds=2))
+    cluster_store(train_store, root / "centroids", ClusterConfig(k_min=2, k_max=3))
+    return NightlyModels(archive, trained.checkpoint, str(root / "classifier"), str(root / "centroids"))
+
+
+def snapshot(store: Path, under: str = "", skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Bytes of every file of ``store`` (below ``under``), minus the top-level folders in ``skip``."""
+    top = store / under
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(top.rglob("*"))
+            if p.is_file() and p.relative_to(store).parts[0] not in skip}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> NightlyModels:
+    return build_nightly_models(tmp_path_factory.mktemp("nightly-models"))
+
+
+def test_nightly_runs_label_new_files_once_and_late_hours_in_place(models, tmp_path):
+    from flows.label_archive import label_archive
+
+    archive = tmp_path / "archive"
+    add_hour(archive, "2011-01-06T05")
+    add_hour(archive, "2011-01-06T06")
+    store = tmp_path / "nightly.zarr"
+
+    def night():
+        return label_archive(archive=str(archive), store=str(store), checkpoint=models.checkpoint,
+                             classifier=models.classifier, centroids=models.centroids, sites=[SITE],
+                             reconcile=True, image_size=IMAGE_SIZE, device="cpu")
+
+    first = night()
+    assert (first["files_new"], first["files_ingested"], first["frames"]) == (2, 2, 2 * FRAMES_PER_HOUR)
+    assert first["hours"] == ["gako/20110106T05", "gako/20110106T06"] and first["failures"] == []
+    assert sum(first["label_counts"].values()) == 2 * FRAMES_PER_HOUR
+
+    before = snapshot(store, skip=("runs",))
+    second = night()
+    assert (second["files_new"], second["files_already_stored"], second["files_ingested"]) == (0, 2, 0)
+    assert snapshot(store, skip=("runs",)) == before, "a run with nothing new changed the store"
+
+    stored_hours = snapshot(store, "gako/20110106T05") | snapshot(store, "gako/20110106T06")
+    add_hour(archive, "2011-01-06T07")  # the next hour
+    add_hour(archive, "2011-01-06T04")  # an older hour that arrived late
+    third = night()
+    assert (third["files_new"], third["files_already_stored"], third["files_ingested"]) == (2, 2, 2)
+    assert third["hours"] == ["gako/20110106T04", "gako/20110106T07"]
+    assert snapshot(store, "gako/20110106T05") | snapshot(store, "gako/20110106T06") == stored_hours, \
+        "labelling the new hours rewrote hours already stored"
+
+    ds = aurora_pipeline.open_site(store, SITE)
+    times = ds.time.values
+    assert len(times) == 4 * FRAMES_PER_HOUR
+    assert (np.diff(times) > np.timedelta64(0, "ms")).all(), "time axis not strictly increasing"
+    assert times[0].astype("datetime64[h]") == np.datetime64("2011-01-06T04")
+    assert times[-1].astype("datetime64[h]") == np.datetime64("2011-01-06T07")
+    hours_of_frames = np.unique(times.astype("datetime64[h]"), return_counts=True)
+    assert hours_of_frames[1].tolist() == [FRAMES_PER_HOUR] * 4
+    # every frame has every derived variable: nothing filled with -1 / NaN by open_site
+    n_classes = ds.sizes["class"]
+    assert ds.embedding.shape == (len(times), 512) and np.isfinite(ds.embedding.values).all()
+    assert ((ds.label.values >= 0) & (ds.label.values < n_classes)).all()
+    np.testing.assert_allclose(ds.label_probability.values.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(ds.label.values, ds.label_probability.values.argmax(axis=1))
+    assert ((ds.cluster.values >= 0) & (ds.cluster.values <= 2)).all()
+
+    runs = xr.open_zarr(store, group="runs", consolidated=False).to_dataframe()
+    assert runs["files_new"].tolist() == [2, 0, 2]
+    assert runs["files_ingested"].tolist() == [2, 0, 2]
+
+
+def _stored_archive(root: Path, hours: list[str], store_hours: list[str]) -> tuple[Path, Path]:
+    archive, store = root / "archive", root / "s.zarr"
+    for hour in hours:
+        write_synthetic_archive(archive, sites=SITE, start=hour, hours=1, frames_per_hour=3, size=RAW_SIZE)
+    stored = [f for f in list_archive(archive) if f.hour_start in {np.datetime64(h, "h") for h in store_hours}]
+    ingest(stored, store, PreprocessConfig(image_size=IMAGE_SIZE))
+    return archive, store
+
+
+def test_find_new_files_looks_back_from_now_and_finds_late_hours(tmp_path):
+    old, stored, late, newest = "2011-01-20T05", "2011-01-30T05", "2011-01-28T03", "2011-02-01T22"
+    archive, store = _stored_archive(tmp_path, [old, stored, late, newest], [stored])
+    now = np.datetime64("2011-02-02T00")
+
+    todo, done = find_new_files(str(archive), str(store), sites=[SITE], lookback_days=7, now=now)
+    # the window [now - 7 days, now] spans two month folders; `old` is outside it
+    assert [f.hour for f in todo] == ["2011012803", "2011020122"]
+    assert [f.hour for f in done] == ["2011013005"]
+
+    todo, _ = find_new_files(str(archive), str(store), sites=[SITE], lookback_days=3, now=now)
+    assert [f.hour for f in todo] == ["2011020122"], "a 3-day look-back still found the 5-day-old hour"
+
+    todo, done = find_new_files(str(archive), str(store), sites=[SITE], lookback_days=7, reconcile=True, now=now)
+    assert [f.hour for f in todo] == ["2011012005", "2011012803", "2011020122"]
+
+
+def test_find_new_files_ignores_hours_after_now(tmp_path):
+    archive, store = _stored_archive(tmp_path, ["2011-01-30T05", "2011-02-01T03"], [])
+    todo, _ = find_new_files(str(archive), str(store), sites=[SITE], lookback_days=7,
+                             now=np.datetime64("2011-02-01T02"))
+    assert [f.hour for f in todo] == ["2011013005"]
