@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
 
 CLASSIFIER_FORMAT = "aurora-pipeline-classifier"
@@ -67,15 +68,7 @@ class ClassifierConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "ClassifierConfig":
         """Build from a mapping (e.g. parsed YAML); unknown keys are refused."""
-        return _config_from_dict(cls, values)
-
-
-def _config_from_dict(cls, values: dict):
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise BadInputError(cls.__name__, f"unknown setting(s) {unknown}", f"use only {known}")
-    return cls(**values)
+        return config_from_dict(cls, values)
 
 
 @dataclass(frozen=True, eq=False)

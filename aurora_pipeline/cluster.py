@@ -38,11 +38,11 @@ import numpy as np
 from aurora_pipeline.classify import (
     _check_features,
     _check_ids,
-    _config_from_dict,
     _content_id,
     _read_artifact,
     _write_artifact,
 )
+from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
 
 CENTROIDS_FORMAT = "aurora-pipeline-centroids"
@@ -75,7 +75,7 @@ class ClusterConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "ClusterConfig":
         """Build from a mapping (e.g. parsed YAML); unknown keys are refused."""
-        return _config_from_dict(cls, values)
+        return config_from_dict(cls, values)
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from aurora_pipeline.device import autocast, check_device_name, memory_format, prefetched, resolve_device, use_mixed_precision
+from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.simclr.backbone import REPRESENTATION_DIM, frames_to_input
 
@@ -48,11 +48,7 @@ class EmbedConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "EmbedConfig":
         """Build from a plain dict; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError("EmbedConfig", f"unknown setting(s) {unknown}.", f"use only {sorted(known)}.")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:

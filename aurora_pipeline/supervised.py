@@ -44,6 +44,7 @@ from torch import nn
 
 from aurora_pipeline.device import autocast, check_device_name, memory_format, resolve_device, use_mixed_precision
 from aurora_pipeline.embed import EmbedConfig, embed_frames
+from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.simclr.augment import AugmentConfig, apply_params, sample_params
 from aurora_pipeline.simclr.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
@@ -94,11 +95,7 @@ class SupervisedConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SupervisedConfig":
         """Build from a plain dict (e.g. results.json's config); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError("SupervisedConfig", f"unknown setting(s) {unknown}.", f"use only {sorted(known)}.")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -41,6 +41,7 @@ from torch import nn
 
 from aurora_pipeline import checkpoint as ckpt
 from aurora_pipeline.device import autocast, check_device_name, memory_format, prefetched, resolve_device, use_mixed_precision
+from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
 from aurora_pipeline.simclr.augment import AugmentConfig, AugmentParams, apply_params, sample_params
 from aurora_pipeline.simclr.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
@@ -80,7 +81,7 @@ class PretrainConfig:
 
     def __post_init__(self):
         if isinstance(self.augment, dict):
-            object.__setattr__(self, "augment", _from_dict(AugmentConfig, self.augment, "augment"))
+            object.__setattr__(self, "augment", config_from_dict(AugmentConfig, self.augment, "augment"))
         for name in ("epochs", "batch_size", "image_size", "projection_hidden_dim", "projection_dim", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -101,18 +102,12 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":
         """Build from a plain dict (e.g. a sidecar's ``config``); unknown keys are an error."""
-        return _from_dict(cls, data, "PretrainConfig")
+        return config_from_dict(cls, data, "PretrainConfig")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _from_dict(cls, data: dict[str, Any], where: str):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise BadInputError(where, f"unknown setting(s) {unknown}.", f"use only {sorted(known)}.")
-    return cls(**data)
 
 
 @dataclass(frozen=True)

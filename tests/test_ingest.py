@@ -1,6 +1,5 @@
 """Ingest end to end: real and synthetic CDFs, both layouts, bad input, reruns, kills and late hours."""
 
-import os
 import shutil
 import signal
 import subprocess
@@ -11,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-import zarr
 
 import aurora_pipeline
 from aurora_pipeline.archive import list_archive, relative_path

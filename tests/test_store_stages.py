@@ -10,7 +10,7 @@ import xarray as xr
 import aurora_pipeline
 from aurora_pipeline.archive import list_archive
 from aurora_pipeline.checkpoint import load_encoder
-from aurora_pipeline.classify import ClassifierConfig, fit_classifier, load_classifier, save_classifier
+from aurora_pipeline.classify import ClassifierConfig, fit_classifier, load_classifier
 from aurora_pipeline.cluster import ClusterConfig, load_centroids
 from aurora_pipeline.cluster_store import cluster_store
 from aurora_pipeline.embed_store import embed_with_checkpoint

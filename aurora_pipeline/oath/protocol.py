@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.oath.dataset import OATH_CLASS_COUNTS, N_SPLITS, OathDataset, load_oath
 
@@ -108,11 +109,7 @@ class OathBenchmarkConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "OathBenchmarkConfig":
         """Build from a plain dict (e.g. results.json's ``config``); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError("OathBenchmarkConfig", f"unknown setting(s) {unknown}.", f"use only {sorted(known)}.")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

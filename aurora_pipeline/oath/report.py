@@ -255,7 +255,7 @@ def render_report(results: dict[str, Any]) -> str:
         f"- Data: `{data['root']}` ({data['image_folder']}), {data['n_images']} images; per class {data['class_counts']}; "
         f"full release: {'yes' if data['full_release'] else 'no'}.",
         *(f"- sha256 `{name}`: `{digest}`" for name, digest in data["checksums_sha256"].items()),
-        f"- Split sizes (train/test): " + ", ".join(f"{k}: {v['train']}/{v['test']}" for k, v in data["split_sizes"].items()) + ".",
+        "- Split sizes (train/test): " + ", ".join(f"{k}: {v['train']}/{v['test']}" for k, v in data["split_sizes"].items()) + ".",
         f"- SimCLR encoder `{enc['model_id']}` in `{enc['checkpoint']}`: {enc['epochs']} epochs, final NT-Xent loss "
         f"{final_loss}, {_rate(enc.get('images_per_second'))} images/s on {enc['device']}.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",

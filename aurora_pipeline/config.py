@@ -1,0 +1,25 @@
+"""Building the frozen per-stage config dataclasses from plain mappings.
+
+Every stage's config (PreprocessConfig, PretrainConfig, EmbedConfig, ClassifierConfig,
+ClusterConfig, SupervisedConfig, OathBenchmarkConfig) travels with its output as a
+plain dict; ``config_from_dict`` turns one back into the dataclass and refuses keys the
+dataclass does not have, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from aurora_pipeline.errors import BadInputError
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], where: str | None = None) -> T:
+    """``cls(**data)``, raising ``BadInputError`` that lists unknown keys and the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BadInputError(where or cls.__name__, f"unknown setting(s) {unknown}.", f"use only {sorted(known)}.")
+    return cls(**data)
