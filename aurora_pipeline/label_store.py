@@ -108,7 +108,7 @@ def fit_from_store(
     per_site = read_embeddings(zs, pairs)
     labels = read_labels_csv(labels_csv)
     matched, report = match_labels(labels, {s: v[0] for s, v in per_site.items()}, known_sites=sites, strict=strict)
-    X, y, held = [], [], []
+    X, y, held, hours = [], [], [], []
     for site, m in matched.items():
         times, emb, spans = per_site[site]
         n_hold = int(round(holdout_hours_fraction * len(spans)))
@@ -116,10 +116,13 @@ def fit_from_store(
         X.append(emb[m.frame_index])
         y.append(m.class_name)
         held.append(m.frame_index >= first_held_row)
-    X, y, held = np.concatenate(X), np.concatenate(y), np.concatenate(held)
+        starts = np.array([first for _, first, _ in spans])
+        hours.append(np.array([f"{site}/{spans[i][0]}" for i in np.searchsorted(starts, m.frame_index, side="right") - 1]))
+    X, y, held, hours = np.concatenate(X), np.concatenate(y), np.concatenate(held), np.concatenate(hours)
     class_names = sorted(set(y.tolist()))
     fit_rows = ~held
-    cv = cross_validate(X[fit_rows], y[fit_rows], cfg, class_names=class_names)
+    cv = cross_validate(X[fit_rows], y[fit_rows], cfg, class_names=class_names,
+                        splits=hour_folds(y[fit_rows], hours[fit_rows], cfg))
     clf = fit_classifier(X[fit_rows], y[fit_rows], cfg, encoder_id=encoder_id, class_names=class_names)
     holdout = evaluate(clf, X[held], y[held]) if held.any() else None
     out_dir = Path(out_dir)
@@ -131,6 +134,24 @@ def fit_from_store(
                              title=f"held-out confusion matrix ({int(held.sum())} frames)")
     return FitReport(str(out_dir), clf.classifier_id, encoder_id, int(len(y)), class_names, cv, holdout,
                      {"rows": report.n_rows, "matched": report.n_matched, "problems": report.problems()})
+
+
+def hour_folds(y: np.ndarray, hours: np.ndarray, cfg: ClassifierConfig):
+    """Cross-validation folds that keep each site-hour whole (stratified by class as far as
+    possible). Frames seconds apart are near copies, so folds that split an hour score the
+    classifier on frames it has practically seen. Fewer folds than ``cfg.cv_folds`` when a
+    class lives in too few hours; None (plain stratified folds, optimistic) when no split
+    into whole hours leaves every class in every training part.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    classes = set(y.tolist())
+    for n_splits in range(min(cfg.cv_folds, len(set(hours.tolist()))), 1, -1):
+        folder = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=cfg.seed)
+        folds = list(folder.split(np.zeros(len(y)), y, groups=hours))
+        if all(set(y[train].tolist()) == classes for train, _ in folds):  # every fold can learn every class
+            return folds
+    return None
 
 
 def label_dataset(clf, proba: np.ndarray) -> xr.Dataset:
