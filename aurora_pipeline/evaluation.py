@@ -12,15 +12,17 @@ import numpy as np
 import torch
 
 from aurora_pipeline.checkpoint import load_encoder
-from aurora_pipeline.classify import ClassifierConfig, evaluate, fit_classifier
+from aurora_pipeline.classify import ClassifierConfig, cross_validate, evaluate, fit_classifier
 from aurora_pipeline.embed import EmbedConfig, embed_frames
+from aurora_pipeline.label_store import hour_folds
 from aurora_pipeline.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.simclr.backbone import resnet18_encoder
 from aurora_pipeline.store import _select_hours, list_hours, list_sites, read_hour_times, read_hour_variable, zarr_store
 
 
 def labelled_frames(store, labels_csv, holdout_hours_fraction: float):
-    """(frames uint8 (n, s, s), classes (n,), held_out (n,) bool) of the frames named in ``labels_csv``."""
+    """(frames uint8 (n, s, s), classes (n,), held_out (n,) bool, site-hour (n,)) of the frames
+    named in ``labels_csv``."""
     zs = zarr_store(store, read_only=True)
     per_site = {}
     for site in list_sites(zs):
@@ -30,7 +32,7 @@ def labelled_frames(store, labels_csv, holdout_hours_fraction: float):
             starts = np.cumsum([0] + [len(t) for t in times])
             per_site[site] = (np.concatenate(times), hours, starts)
     matched, _ = match_labels(read_labels_csv(labels_csv), {s: v[0] for s, v in per_site.items()}, strict=False)
-    frames, classes, held = [], [], []
+    frames, classes, held, groups = [], [], [], []
     for site, m in matched.items():
         _, hours, starts = per_site[site]
         n_hold = int(round(holdout_hours_fraction * len(hours)))
@@ -39,13 +41,16 @@ def labelled_frames(store, labels_csv, holdout_hours_fraction: float):
         frames.append(all_frames[m.frame_index])
         classes.append(m.class_name)
         held.append(m.frame_index >= first_held)
-    return np.concatenate(frames), np.concatenate(classes), np.concatenate(held)
+        groups.append(np.array([f"{site}/{hours[i]}" for i in np.searchsorted(starts, m.frame_index, side="right") - 1]))
+    return np.concatenate(frames), np.concatenate(classes), np.concatenate(held), np.concatenate(groups)
 
 
 def compare_with_random_init(store, labels_csv, checkpoint, *, holdout_hours_fraction: float = 0.3,
                              seed: int = 0, device: str = "auto") -> dict:
-    """Held-out accuracy (and macro F1) for the trained encoder and a random-init one."""
-    frames, classes, held = labelled_frames(store, labels_csv, holdout_hours_fraction)
+    """Held-out accuracy (and macro F1) for the trained encoder and a random-init one, and the
+    accuracy of hour-grouped cross-validation over all labelled hours (steadier than one
+    held-out block of hours, whose class mix can differ from the fitted ones)."""
+    frames, classes, held, groups = labelled_frames(store, labels_csv, holdout_hours_fraction)
     if not held.any() or held.all():
         raise ValueError("need both fitted and held-out hours; use more hours or another holdout fraction")
     trained, meta = load_encoder(checkpoint, device)
@@ -59,7 +64,10 @@ def compare_with_random_init(store, labels_csv, checkpoint, *, holdout_hours_fra
         X = embed_frames(model.to(trained_device(trained)), frames, cfg, meta["config"]["image_size"])
         clf = fit_classifier(X[~held], classes[~held], ClassifierConfig(), encoder_id=model_id, class_names=names)
         metrics = evaluate(clf, X[held], classes[held])
-        out[name] = {"holdout_accuracy": round(metrics["accuracy"], 4), "holdout_f1_macro": round(metrics["f1_macro"], 4)}
+        cv = cross_validate(X, classes, ClassifierConfig(), class_names=names,
+                            splits=hour_folds(classes, groups, ClassifierConfig()))
+        out[name] = {"holdout_accuracy": round(metrics["accuracy"], 4), "holdout_f1_macro": round(metrics["f1_macro"], 4),
+                     "hour_cv_accuracy": round(cv["accuracy"], 4), "hour_cv_accuracy_std": round(cv["accuracy_std"], 4)}
     return out
 
 

@@ -138,3 +138,15 @@ def test_open_sites_and_plain_datatree(embedded, labelled):
     tree = xr.open_datatree(store, engine="zarr")
     hour = tree["gako/20110106T04"].dataset
     assert {"frames", "embedding", "label", "label_probability"} <= set(hour.data_vars)
+
+
+def test_comparison_with_a_random_init_encoder_reports_both(embedded):
+    from aurora_pipeline.evaluation import compare_with_random_init
+
+    root, archive, store, _ = embedded
+    out = compare_with_random_init(store, archive / "labels.csv", str(root / "encoder"), holdout_hours_fraction=0.5,
+                                   device="cpu")
+    assert out["frames_fitted"] > 0 and out["frames_held_out"] > 0
+    for name in ("simclr", "random_init"):
+        assert 0.0 <= out[name]["holdout_accuracy"] <= 1.0
+        assert 0.0 <= out[name]["hour_cv_accuracy"] <= 1.0
