@@ -35,13 +35,8 @@ from typing import Sequence
 
 import numpy as np
 
-from aurora_pipeline.classify import (
-    _check_features,
-    _check_ids,
-    _content_id,
-    _read_artifact,
-    _write_artifact,
-)
+from aurora_pipeline.artifact import check_ids, content_id, read_artifact, write_artifact
+from aurora_pipeline.classify import _check_features
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
 
@@ -109,7 +104,7 @@ class Centroids:
     centroids_id: str = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "centroids_id", _content_id("kmeans", self._hashed_meta(), self._arrays()))
+        object.__setattr__(self, "centroids_id", content_id("kmeans", self._hashed_meta(), self._arrays()))
 
     @property
     def k(self) -> int:
@@ -219,7 +214,7 @@ def save_centroids(scan: ClusterScan, out_dir: str | os.PathLike, encoder_id: st
             "scan": {"ks": scan.ks.tolist(), "silhouettes": scan.silhouettes.tolist(),
                      "inertias": scan.inertias.tolist(), "best_k": scan.best_k,
                      "sample_size": scan.sample_size, "n_rows": scan.n_rows}}
-    return _write_artifact(Path(out_dir), "centroids", CENTROIDS_FORMAT, meta, cl._arrays(), "centroids_id", overwrite)
+    return write_artifact(Path(out_dir), "centroids", CENTROIDS_FORMAT, meta, cl._arrays(), "centroids_id", overwrite)
 
 
 def load_centroids(path: str | os.PathLike, expected_encoder_id: str | None = None) -> Centroids:
@@ -229,7 +224,7 @@ def load_centroids(path: str | os.PathLike, expected_encoder_id: str | None = No
         CheckpointError: missing, truncated or foreign files, hash mismatch, or made from
             another encoder's embeddings than ``expected_encoder_id``.
     """
-    meta, arrays, json_path = _read_artifact(Path(path), "centroids", CENTROIDS_FORMAT, ("centroids",))
+    meta, arrays, json_path = read_artifact(Path(path), "centroids", CENTROIDS_FORMAT, ("centroids",))
     try:
         cl = Centroids(centroids=arrays["centroids"], encoder_id=str(meta["encoder_id"]),
                        config=ClusterConfig(**meta["config"]))
@@ -237,7 +232,7 @@ def load_centroids(path: str | os.PathLike, expected_encoder_id: str | None = No
             raise ValueError(f"centroids have shape {cl.centroids.shape}")
     except (KeyError, TypeError, ValueError, BadInputError) as exc:
         raise CheckpointError(f"{json_path}: not valid centroids ({exc}). Fix: run the clustering again.") from exc
-    _check_ids(json_path, meta, "centroids_id", cl.centroids_id, cl.encoder_id, expected_encoder_id,
+    check_ids(json_path, meta, "centroids_id", cl.centroids_id, cl.encoder_id, expected_encoder_id,
                "rerun the clustering (`aurora-pipeline cluster`) on this store's embeddings")
     return cl
 
