@@ -106,6 +106,12 @@ def list_archive(
     """
     fs, base = filesystem(root, storage_options)
     asi = f"{base}/thg/l1/asi"
+    if not with_retries(lambda: fs.exists(asi), what=f"checking {root}"):
+        raise BadInputError(
+            str(root), "holds no THEMIS ASI tree (no thg/l1/asi/ folder)",
+            "point --archive at the root above thg/, laid out as "
+            "thg/l1/asi/<site>/<YYYY>/<MM>/thg_l1_asf_<site>_<YYYYMMDDHH>_v01.cdf",
+        )
     t0, t1 = to_hour(start), to_hour(end)
     if t0 is not None and t1 is not None and t1 <= t0:
         raise BadInputError(f"{start}..{end}", "the end is not after the start", "give --end later than --start")

@@ -9,9 +9,10 @@ from aurora_pipeline.archive import ArchiveFile, list_archive
 from aurora_pipeline.dask_cluster import dask_client
 from aurora_pipeline.ingest import ingest
 from aurora_pipeline.preprocess import PreprocessConfig
+from flows._retry import RETRY
 
 
-@task(retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+@task(**{**RETRY, "retry_delay_seconds": [2, 10, 30]})
 def list_files(archive: str, sites: list[str] | None, start: str | None, end: str | None) -> list[ArchiveFile]:
     return list_archive(archive, sites=sites, start=start, end=end)
 

@@ -21,26 +21,14 @@ from aurora_pipeline.cluster import load_centroids
 from aurora_pipeline.cluster_store import assign_store
 from aurora_pipeline.dask_cluster import dask_client
 from aurora_pipeline.embed_store import embed_with_checkpoint
-from aurora_pipeline.errors import AuroraError
 from aurora_pipeline.ingest import ingest
 from aurora_pipeline.label_store import classify_store
 from aurora_pipeline.nightly import find_new_files, hour_names, record_run
 from aurora_pipeline.preprocess import PreprocessConfig
 from aurora_pipeline.summary import run_summary_markdown
 from flows._concurrency import ensure_limits
+from flows._retry import RETRY
 
-def transient(task, task_run, state) -> bool:
-    """Retry I/O hiccups, not errors a user must fix (a bad checkpoint, a refused overwrite)."""
-    try:
-        state.result()
-    except AuroraError:
-        return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
-    return True
-
-
-RETRY = dict(retries=3, retry_delay_seconds=[10, 60, 300], retry_condition_fn=transient, cache_policy=NO_CACHE)
 
 
 @task(**RETRY)

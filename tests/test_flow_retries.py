@@ -4,7 +4,7 @@ import pytest
 from prefect import flow, task
 
 from aurora_pipeline.errors import BadInputError
-from flows.label_archive import RETRY
+from flows._retry import RETRY
 
 calls = {"user": 0, "transient": 0}
 

@@ -182,3 +182,10 @@ def test_killed_run_resumes_with_nothing_lost_or_doubled(tmp_path):
     assert len(t1) == 1200
     np.testing.assert_array_equal(t1, t2)
     np.testing.assert_array_equal(f1, f2)
+
+
+def test_archive_without_the_official_tree_is_refused(tmp_path):
+    from aurora_pipeline.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="thg/l1/asi"):
+        list_archive(tmp_path / "not-an-archive")
