@@ -312,3 +312,21 @@ def read_hour_variable(zs, site: str, hour: str, name: str) -> np.ndarray:
 def read_hour_times(zs, site: str, hour: str) -> np.ndarray:
     """Frame times of one site-hour, datetime64[ms]."""
     return np.asarray(read_hour_variable(zs, site, hour, "time"), dtype="int64").astype("datetime64[ms]")
+
+
+def read_inventory(store, sites: list[str] | None = None, *, storage_options: dict | None = None):
+    """The ingested archive files as a pandas DataFrame (site, hour, file, sha256, size, frames).
+
+    The inventory lives in each site-hour group's attributes (written with the group, so
+    it can never disagree with the frames); this gathers it for reading. The nightly run
+    compares it with a listing of the archive to find new and late files.
+    """
+    import pandas as pd
+
+    zs = zarr_store(store, storage_options, read_only=True)
+    rows = [
+        {"site": site, "hour": hour, **entry}
+        for site in (sites or list_sites(zs))
+        for hour, entry in inventory(zs, site).items()
+    ]
+    return pd.DataFrame(rows, columns=["site", "hour", "file", "sha256", "size", "frames"])

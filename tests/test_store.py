@@ -68,3 +68,18 @@ def test_failures_table_round_trip_and_clearing(tmp_path):
     assert list(df["problem"]) == ["truncated"]
     update_failures(zs, [], {"b/thg_l1_asf_gako_2011010617_v01.cdf"})
     assert len(read_failures(zs)) == 0
+
+
+def test_inventory_lists_complete_hours_with_checksums(tmp_path):
+    from aurora_pipeline.store import read_inventory
+
+    zs = zarr_store(tmp_path / "s.zarr")
+    times, frames = _hour("2011010617")
+    attrs = {"aurora_source_file": "thg_l1_asf_gako_2011010617_v01.cdf", "aurora_source_sha256": "ab" * 32,
+             "aurora_source_size": 123, "aurora_frames": 5}
+    write_hour_frames(zs, "gako", "2011010617", times, frames, attrs)
+    write_hour_frames(zs, "gako", "2011010618", *_hour("2011010618"), {})
+    zarr.open_group(zs, path="gako/20110106T18", mode="r+").attrs[COMPLETE] = False
+    table = read_inventory(tmp_path / "s.zarr")
+    assert table.to_dict("records") == [{"site": "gako", "hour": "20110106T17", "file": attrs["aurora_source_file"],
+                                         "sha256": "ab" * 32, "size": 123, "frames": 5}]
