@@ -16,11 +16,11 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 
 def __getattr__(name):  # lazy, so `import aurora_pipeline` stays cheap (no torch, no zarr)
-    if name in ("open_site", "open_sites"):
+    if name in ("open_site", "open_sites", "read_inventory"):
         from aurora_pipeline import store
 
         return getattr(store, name)
     raise AttributeError(f"module 'aurora_pipeline' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "open_site", "open_sites"]
+__all__ = ["__version__", "open_site", "open_sites", "read_inventory"]
