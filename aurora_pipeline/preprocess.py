@@ -97,14 +97,18 @@ def stretch(images: np.ndarray, mask: np.ndarray | None = None, low: float = 1.0
     Percentiles are taken over the pixels where ``mask`` (y, x) is True (all pixels when
     None); pixels outside the mask are set to 0. Flat frames give zeros, never NaN.
     """
-    x = np.asarray(images, dtype=np.float32)
-    if x.ndim != 3:
-        raise BadInputError("images", f"expected (n, y, x), got shape {x.shape}", "pass a stack of frames")
-    inside = x[:, mask] if mask is not None else x.reshape(len(x), -1).copy()
+    raw = np.asarray(images)
+    if raw.ndim != 3:
+        raise BadInputError("images", f"expected (n, y, x), got shape {raw.shape}", "pass a stack of frames")
+    # order statistics on the raw counts (uint16 partitions twice as fast as float32; same values)
+    inside = raw[:, mask] if mask is not None else raw.reshape(len(raw), -1).copy()
     m, p_high = _percentiles(inside, low, high)
+    x = raw.astype(np.float32)
     big_m = p_high - m  # the high percentile of x - m (a shift commutes with percentiles)
     flat = ~(big_m > 0)  # flat or saturated frames: no contrast to stretch
-    out = (x - m[:, None, None]) / np.where(flat, 1.0, big_m)[:, None, None]
+    out = x  # in place: x is this function's own float32 copy
+    out -= m[:, None, None]
+    out /= np.where(flat, 1.0, big_m).astype(np.float32)[:, None, None]
     out[flat] = 0.0
     np.clip(out, 0.0, 1.0, out=out)
     if mask is not None:
@@ -126,7 +130,8 @@ def _percentiles(values: np.ndarray, low: float, high: float) -> tuple[np.ndarra
         lo = int(np.floor(p))
         hi = min(lo + 1, k - 1)
         frac = np.float32(p - lo)
-        out.append(values[:, lo] + (values[:, hi] - values[:, lo]) * frac)
+        below, above = values[:, lo].astype(np.float32), values[:, hi].astype(np.float32)
+        out.append(below + (above - below) * frac)
     return out[0], out[1]
 
 
