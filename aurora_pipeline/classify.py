@@ -107,7 +107,7 @@ class LinearClassifier:
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Logits, (n, k) float64. Raises BadInputError on a wrong shape or non-finite values."""
-        X = _check_features(X, "X", self.n_features)
+        X = check_features(X, "X", self.n_features)
         return ((X - self.mean) / self.scale) @ self.coef.T + self.intercept
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -146,7 +146,7 @@ def fit_classifier(
     """
     if not isinstance(encoder_id, str) or not encoder_id:
         raise BadInputError("encoder_id", "is empty", "pass the id of the encoder that made these embeddings")
-    X = _check_features(X, "X")
+    X = check_features(X, "X")
     codes, names = _encode_labels(y, len(X), class_names)
     return _fit_codes(X, codes, names, cfg, encoder_id)
 
@@ -200,7 +200,7 @@ def cross_validate(
     Raises:
         BadInputError: as fit_classifier, or a class with fewer rows than folds.
     """
-    X = _check_features(X, "X")
+    X = check_features(X, "X")
     codes, names = _encode_labels(y, len(X), class_names)
     if splits is None:
         from sklearn.model_selection import StratifiedKFold
@@ -222,7 +222,7 @@ def cross_validate(
         all_pred.append(pred)
     if not fold_acc:
         raise BadInputError("splits", "is empty", "pass at least one (train_index, test_index) pair")
-    out = _metrics(np.concatenate(all_true), np.concatenate(all_pred), names, kind="cross_validation")
+    out = classification_metrics(np.concatenate(all_true), np.concatenate(all_pred), names, kind="cross_validation")
     out.update(accuracy=float(np.mean(fold_acc)), accuracy_std=float(np.std(fold_acc)), fold_accuracies=fold_acc)
     return out
 
@@ -234,14 +234,14 @@ def evaluate(clf: LinearClassifier, X: np.ndarray, y: Sequence[str]) -> dict:
     Raises:
         BadInputError: shapes disagree, or y holds names the classifier does not know.
     """
-    X = _check_features(X, "X", clf.n_features)
+    X = check_features(X, "X", clf.n_features)
     codes, _ = _encode_labels(y, len(X), clf.class_names)
-    out = _metrics(codes, clf.predict(X), clf.class_names, kind="held_out")
+    out = classification_metrics(codes, clf.predict(X), clf.class_names, kind="held_out")
     out.update(accuracy_std=None, fold_accuracies=[out["accuracy"]])
     return out
 
 
-def _metrics(true: np.ndarray, pred: np.ndarray, names: tuple[str, ...], kind: str) -> dict:
+def classification_metrics(true: np.ndarray, pred: np.ndarray, names: tuple[str, ...], kind: str) -> dict:
     """JSON-ready metrics: kind, class_names, n_samples, accuracy, precision/recall/f1/support
     per class ({name: value}), their unweighted means (*_macro, as in Table I), and
     confusion_matrix (list of k rows: row = true class, column = predicted class)."""
@@ -311,7 +311,7 @@ def load_classifier(path: str | os.PathLike, expected_encoder_id: str | None = N
 # ------------------------------------------------- shared by classify and cluster
 
 
-def _check_features(X: Any, name: str, n_features: int | None = None) -> np.ndarray:
+def check_features(X: Any, name: str, n_features: int | None = None) -> np.ndarray:
     """X as a finite (n, d) float64 array; BadInputError otherwise."""
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.dtype.kind not in "fiu":

@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from aurora_pipeline.artifact import check_ids, content_id, read_artifact, write_artifact
-from aurora_pipeline.classify import _check_features
+from aurora_pipeline.classify import check_features
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
 
@@ -134,7 +134,7 @@ def scan_k(X: np.ndarray, cfg: ClusterConfig = ClusterConfig()) -> ClusterScan:
     Raises:
         BadInputError: X not a finite 2-d array, or k_max >= n.
     """
-    X = _check_features(X, "X")
+    X = check_features(X, "X")
     n = len(X)
     if cfg.k_max >= n:
         raise BadInputError("X", f"has {n} rows, too few for k_max={cfg.k_max} (needs more than k_max rows)",
@@ -164,7 +164,7 @@ def silhouette_of_labels(X: np.ndarray, labels: Sequence, cfg: ClusterConfig = C
     Raises:
         BadInputError: labels not one per row, or fewer than two distinct labels in the sample.
     """
-    X = _check_features(X, "X")
+    X = check_features(X, "X")
     labels = np.asarray(labels)
     if labels.shape != (len(X),):
         raise BadInputError("labels", f"must have one label per row of X ({len(X)}), got shape {labels.shape}",
@@ -185,10 +185,10 @@ def assign_clusters(X: np.ndarray, centroids: np.ndarray, block_rows: int = 6553
     Raises:
         BadInputError: shapes disagree or non-finite values.
     """
-    C = _check_features(centroids, "centroids")
+    C = check_features(centroids, "centroids")
     if len(C) > np.iinfo(np.int16).max:
         raise BadInputError("centroids", f"{len(C)} clusters do not fit int16", "use fewer clusters")
-    X = _check_features(X, "X", C.shape[1])
+    X = check_features(X, "X", C.shape[1])
     c_sq = (C ** 2).sum(axis=1)
     out = np.empty(len(X), dtype=np.int16)
     for start in range(0, len(X), block_rows):

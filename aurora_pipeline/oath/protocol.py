@@ -304,9 +304,9 @@ def embed_images(data: OathData, encoder: dict[str, Any], cfg: OathBenchmarkConf
 def split_metrics(true: np.ndarray, pred: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """accuracy, macro precision/recall/F1, per-class values and the confusion matrix
     (rows true, columns predicted) of one test set, as ``classify`` computes them."""
-    from aurora_pipeline.classify import _metrics
+    from aurora_pipeline.classify import classification_metrics
 
-    out = _metrics(np.asarray(true), np.asarray(pred), tuple(class_names), kind="held_out")
+    out = classification_metrics(np.asarray(true), np.asarray(pred), tuple(class_names), kind="held_out")
     out.pop("kind")
     return out
 
