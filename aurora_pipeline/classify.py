@@ -192,7 +192,7 @@ def cross_validate(
     instead give explicit (train_index, test_index) pairs, e.g. OATH's published
     train/test permutations; their test sets may overlap.
 
-    Returns the metrics dict described in ``_metrics``: ``accuracy`` is the mean of the
+    Returns the metrics dict described in ``classification_metrics``: ``accuracy`` is the mean of the
     per-fold accuracies and ``accuracy_std`` their standard deviation (ddof=0, as
     ``cross_val_score(...).std()``); precision, recall, F1 and the confusion matrix are
     computed from the test predictions of all folds pooled (the same as
