@@ -166,7 +166,8 @@ def _ingest(args):
 def _demo(args):
     from flows.demo import demo
 
-    demo(workdir=args.workdir)
+    result = demo(workdir=args.workdir)
+    print("\n" + "\n".join(result["lines"]))  # on stdout whatever Prefect's log level
     return None
 
 

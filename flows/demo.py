@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aurora_pipeline.evaluation import compare_with_random_init
@@ -49,7 +49,7 @@ def night_plot(store, site, path):
                            probabilities=ds.label_probability.values, title=f"{site}: labels along the night")
 
 
-@flow(name="demo", log_prints=True)
+@flow(name="demo")
 def demo(workdir: str = "demo_out") -> dict:
     root = Path(workdir).resolve()
     archive, store, labels = root / "archive", str(root / "store.zarr"), str(root / "archive" / "labels.csv")
@@ -75,10 +75,13 @@ def demo(workdir: str = "demo_out") -> dict:
         "best_k": clustered["best_k"],
     }
     (root / "demo_summary.json").write_text(json.dumps({**result, "store_summary": summary}, indent=2, default=str))
-    print("\n" + "\n".join(summary["lines"]))
-    print(f"\nstore: {store}\nplots:\n  " + "\n  ".join(result["plots"]))
-    print(f"held-out accuracy on the synthetic labels (last hour of each site): SimCLR "
-          f"{result['holdout_accuracy_simclr']:.3f}, random-init encoder {result['holdout_accuracy_random_init_encoder']:.3f}")
-    print(f"hour-grouped cross-validated accuracy (all hours): SimCLR {result['hour_cv_accuracy_simclr']:.3f}, "
-          f"random-init encoder {result['hour_cv_accuracy_random_init_encoder']:.3f}; best k = {result['best_k']}")
+    result["lines"] = summary["lines"] + [
+        f"store: {store}",
+        "plots:", *(f"  {p}" for p in result["plots"]),
+        f"held-out accuracy on the synthetic labels (last hour of each site): SimCLR "
+        f"{result['holdout_accuracy_simclr']:.3f}, random-init encoder {result['holdout_accuracy_random_init_encoder']:.3f}",
+        f"hour-grouped cross-validated accuracy (all hours): SimCLR {result['hour_cv_accuracy_simclr']:.3f}, "
+        f"random-init encoder {result['hour_cv_accuracy_random_init_encoder']:.3f}; best k = {result['best_k']}",
+    ]
+    get_run_logger().info("\n".join(result["lines"]))
     return result

@@ -1,0 +1,28 @@
+"""The README's first command: the demo runs the whole chain end to end from the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_command_runs_the_whole_chain(tmp_path):
+    cli = Path(sys.executable).parent / "aurora-pipeline"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    done = subprocess.run([str(cli), "demo", "--workdir", str(tmp_path / "demo")], env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
+    assert set(summary["store_summary"]["sites"]) == {"gako", "gill"}
+    for site in summary["store_summary"]["sites"].values():
+        assert site["frames"] == 480
+        assert {"frames", "embedding", "label", "label_probability", "cluster"} <= set(site["variables"])
+    assert 3 <= summary["best_k"] <= 10
+    for key in ("holdout_accuracy_simclr", "holdout_accuracy_random_init_encoder", "hour_cv_accuracy_simclr"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert all(Path(p).stat().st_size > 0 for p in summary["plots"])
+    assert "held-out accuracy" in done.stdout + done.stderr
