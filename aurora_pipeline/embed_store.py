@@ -21,7 +21,7 @@ import xarray as xr
 
 from aurora_pipeline.errors import StoreError
 from aurora_pipeline.store import (
-    _select_hours,
+    select_hours,
     hour_attrs,
     list_hours,
     list_sites,
@@ -57,7 +57,7 @@ def hours_to_embed(zs, sites, start, end, model_id: str, overwrite: bool, only: 
     """
     todo, done, foreign = [], [], []
     for site in sites:
-        for hour in _select_hours(list_hours(zs, site), start, end):
+        for hour in select_hours(list_hours(zs, site), start, end):
             if only is not None and f"{site}/{hour}" not in only:
                 continue
             existing = (hour_attrs(zs, site, hour) or {}).get(MODEL_ATTR)

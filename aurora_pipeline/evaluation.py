@@ -14,35 +14,30 @@ import torch
 from aurora_pipeline.checkpoint import load_encoder
 from aurora_pipeline.classify import ClassifierConfig, cross_validate, evaluate, fit_classifier
 from aurora_pipeline.embed import EmbedConfig, embed_frames
-from aurora_pipeline.label_store import hour_folds
+from aurora_pipeline.label_store import hour_folds, split_by_hours
 from aurora_pipeline.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.simclr.backbone import resnet18_encoder
-from aurora_pipeline.store import _select_hours, list_hours, list_sites, read_hour_times, read_hour_variable, zarr_store
+from aurora_pipeline.store import list_hours, list_sites, read_hour_times, read_hour_variable, zarr_store
 
 
 def labelled_frames(store, labels_csv, holdout_hours_fraction: float):
     """(frames uint8 (n, s, s), classes (n,), held_out (n,) bool, site-hour (n,)) of the frames
     named in ``labels_csv``."""
     zs = zarr_store(store, read_only=True)
-    per_site = {}
+    times, spans = {}, {}
     for site in list_sites(zs):
-        hours = _select_hours(list_hours(zs, site), None, None)
+        hours = list_hours(zs, site)
         if hours:
-            times = [read_hour_times(zs, site, h) for h in hours]
-            starts = np.cumsum([0] + [len(t) for t in times])
-            per_site[site] = (np.concatenate(times), hours, starts)
-    matched, _ = match_labels(read_labels_csv(labels_csv), {s: v[0] for s, v in per_site.items()}, strict=False)
-    frames, classes, held, groups = [], [], [], []
-    for site, m in matched.items():
-        _, hours, starts = per_site[site]
-        n_hold = int(round(holdout_hours_fraction * len(hours)))
-        first_held = starts[len(hours) - n_hold] if n_hold else starts[-1]
-        all_frames = np.concatenate([read_hour_variable(zs, site, h, "frames") for h in hours])
-        frames.append(all_frames[m.frame_index])
-        classes.append(m.class_name)
-        held.append(m.frame_index >= first_held)
-        groups.append(np.array([f"{site}/{hours[i]}" for i in np.searchsorted(starts, m.frame_index, side="right") - 1]))
-    return np.concatenate(frames), np.concatenate(classes), np.concatenate(held), np.concatenate(groups)
+            parts = [read_hour_times(zs, site, h) for h in hours]
+            stops = np.cumsum([len(t) for t in parts])
+            times[site] = np.concatenate(parts)
+            spans[site] = [(h, int(stop - len(t)), int(stop)) for h, t, stop in zip(hours, parts, stops)]
+    matched, _ = match_labels(read_labels_csv(labels_csv), times, strict=False)
+    held, groups = split_by_hours(matched, spans, holdout_hours_fraction)
+    frames = [np.concatenate([read_hour_variable(zs, site, h, "frames") for h, _, _ in spans[site]])[m.frame_index]
+              for site, m in matched.items()]
+    classes = [m.class_name for m in matched.values()]
+    return np.concatenate(frames), np.concatenate(classes), held, groups
 
 
 def compare_with_random_init(store, labels_csv, checkpoint, *, holdout_hours_fraction: float = 0.3,

@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store import _select_hours, hour_group, list_hours, list_sites, zarr_store
+from aurora_pipeline.store import select_hours, hour_group, list_hours, list_sites, zarr_store
 
 
 def load_training_frames(
@@ -36,7 +36,7 @@ def load_training_frames(
     sites = [s.lower() for s in (sites or list_sites(zs))]
     pieces = []  # (site, hour, start, stop) ranges of whole chunks
     for site in sites:
-        for hour in _select_hours(list_hours(zs, site), start, end):
+        for hour in select_hours(list_hours(zs, site), start, end):
             arr = zarr.open_array(zs, path=f"{hour_group(site, hour)}/frames", mode="r")
             step = arr.chunks[0]
             pieces += [(site, hour, i, min(i + step, arr.shape[0])) for i in range(0, arr.shape[0], step)]

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import datetime as _dt
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from aurora_pipeline.cdf import read_asi_cdf
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.failures import Failure, update_failures
 from aurora_pipeline.preprocess import PreprocessConfig, preprocess_frames
-from aurora_pipeline.store import ensure_root, hour_key, inventory, write_hour_frames, zarr_store
+from aurora_pipeline.store import _now, ensure_root, hour_key, inventory, write_hour_frames, zarr_store
 
 
 @dataclass(frozen=True)
@@ -153,10 +152,6 @@ def _check_hour(times: np.ndarray, file: ArchiveFile) -> None:
             f"(first {times[0]}, last {times[-1]})",
             "check the file; the name and the content disagree on the hour",
         )
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ingest(

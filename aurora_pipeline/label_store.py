@@ -21,7 +21,7 @@ from aurora_pipeline.errors import StoreError
 from aurora_pipeline.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.plots import confusion_matrix_png
 from aurora_pipeline.store import (
-    _select_hours,
+    select_hours,
     hour_attrs,
     list_hours,
     list_sites,
@@ -43,7 +43,7 @@ def embedded_hours(zs, sites, start=None, end=None, only: set[str] | None = None
     """
     pairs, models = [], {}
     for site in sites:
-        for hour in _select_hours(list_hours(zs, site), start, end):
+        for hour in select_hours(list_hours(zs, site), start, end):
             if only is not None and f"{site}/{hour}" not in only:
                 continue
             model = (hour_attrs(zs, site, hour) or {}).get(MODEL_ATTR)
@@ -108,17 +108,9 @@ def fit_from_store(
     per_site = read_embeddings(zs, pairs)
     labels = read_labels_csv(labels_csv)
     matched, report = match_labels(labels, {s: v[0] for s, v in per_site.items()}, known_sites=sites, strict=strict)
-    X, y, held, hours = [], [], [], []
-    for site, m in matched.items():
-        times, emb, spans = per_site[site]
-        n_hold = int(round(holdout_hours_fraction * len(spans)))
-        first_held_row = spans[len(spans) - n_hold][1] if n_hold else len(times)
-        X.append(emb[m.frame_index])
-        y.append(m.class_name)
-        held.append(m.frame_index >= first_held_row)
-        starts = np.array([first for _, first, _ in spans])
-        hours.append(np.array([f"{site}/{spans[i][0]}" for i in np.searchsorted(starts, m.frame_index, side="right") - 1]))
-    X, y, held, hours = np.concatenate(X), np.concatenate(y), np.concatenate(held), np.concatenate(hours)
+    held, hours = split_by_hours(matched, {s: v[2] for s, v in per_site.items()}, holdout_hours_fraction)
+    X = np.concatenate([per_site[site][1][m.frame_index] for site, m in matched.items()])
+    y = np.concatenate([m.class_name for m in matched.values()])
     class_names = sorted(set(y.tolist()))
     fit_rows = ~held
     cv = cross_validate(X[fit_rows], y[fit_rows], cfg, class_names=class_names,
@@ -134,6 +126,26 @@ def fit_from_store(
                              title=f"held-out confusion matrix ({int(held.sum())} frames)")
     return FitReport(str(out_dir), clf.classifier_id, encoder_id, int(len(y)), class_names, cv, holdout,
                      {"rows": report.n_rows, "matched": report.n_matched, "problems": report.problems()})
+
+
+def split_by_hours(matched: dict, spans: dict[str, list[tuple[str, int, int]]],
+                   holdout_hours_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """For the matched labels of every site, in ``matched``'s order: (held_out (n,) bool,
+    site-hour name (n,) "site/YYYYMMDDTHH").
+
+    ``spans[site]`` lists that site's hours as (hour, first row, stop row) in the order its
+    frames were concatenated; the last ``holdout_hours_fraction`` of them are held out.
+    """
+    held, names = [], []
+    for site, m in matched.items():
+        site_spans = spans[site]
+        n_hold = int(round(holdout_hours_fraction * len(site_spans)))
+        first_held = site_spans[len(site_spans) - n_hold][1] if n_hold else site_spans[-1][2]
+        starts = np.array([first for _, first, _ in site_spans])
+        which = np.searchsorted(starts, m.frame_index, side="right") - 1
+        held.append(m.frame_index >= first_held)
+        names.append(np.array([f"{site}/{site_spans[i][0]}" for i in which]))
+    return np.concatenate(held), np.concatenate(names)
 
 
 def hour_folds(y: np.ndarray, hours: np.ndarray, cfg: ClassifierConfig):

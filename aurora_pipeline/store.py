@@ -177,7 +177,7 @@ def inventory(zs, site: str, hours: list[str] | None = None) -> dict[str, dict]:
     return out
 
 
-def _select_hours(names: list[str], start, end) -> list[str]:
+def select_hours(names: list[str], start, end) -> list[str]:
     def hour_of(name):
         return np.datetime64(f"{name[:4]}-{name[4:6]}-{name[6:8]}T{name[9:11]}", "h")
 
@@ -216,7 +216,7 @@ def open_site(
     """
     zs = zarr_store(store, storage_options, read_only=True)
     site = site.lower()
-    names = _select_hours(list_hours(zs, site), start, end)
+    names = select_hours(list_hours(zs, site), start, end)
     if not names:
         have = list_sites(zs)
         raise StoreError(
