@@ -137,7 +137,7 @@ def _percentiles(values: np.ndarray, low: float, high: float) -> tuple[np.ndarra
 
 @functools.lru_cache(maxsize=16)
 def resample_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights of a bilinear resize with antialiasing, as PIL and
+    """(n_out, n_in) float64 weights of a bilinear resize with antialiasing, as PIL and
     ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` compute it:
     a triangle filter centred on each output pixel, widened by the scale when
     shrinking, normalised to sum to 1.
@@ -152,7 +152,7 @@ def resample_matrix(n_in: int, n_out: int) -> np.ndarray:
         taps = np.clip(1.0 - np.abs((np.arange(lo, hi) - center + 0.5) / support), 0.0, None)
         weights[i, lo:hi] = taps / taps.sum()
     weights.setflags(write=False)
-    return weights.astype(np.float32)
+    return weights
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -164,9 +164,12 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     """
     if images.shape[1:] == (size, size):
         return images
+    # float64: BLAS may sum in a different order from run to run (alignment, threads); in
+    # float32 that moved a few pixels across a uint8 rounding boundary, in float64 it cannot
+    # in practice, so re-ingesting a file gives the same bytes
     rows = resample_matrix(images.shape[1], size)
     cols = resample_matrix(images.shape[2], size)
-    return np.matmul(np.matmul(rows, images), cols.T)
+    return np.matmul(np.matmul(rows, images.astype(np.float64)), cols.T).astype(np.float32)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
