@@ -17,9 +17,9 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 def __getattr__(name):  # lazy, so `import aurora_pipeline` stays cheap (no torch, no zarr)
     if name in ("open_site", "open_sites", "read_inventory"):
-        from aurora_pipeline import store
+        from aurora_pipeline.store import zarr_layout
 
-        return getattr(store, name)
+        return getattr(zarr_layout, name)
     raise AttributeError(f"module 'aurora_pipeline' has no attribute {name!r}")
 
 

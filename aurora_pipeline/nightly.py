@@ -16,9 +16,9 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from aurora_pipeline.archive import ArchiveFile, list_archive
-from aurora_pipeline.ingest import plan
-from aurora_pipeline.store import hour_key, zarr_store
+from aurora_pipeline.source.archive import ArchiveFile, list_archive
+from aurora_pipeline.ingest.driver import plan
+from aurora_pipeline.store.zarr_layout import hour_key, zarr_store
 
 RUNS_GROUP = "runs"
 

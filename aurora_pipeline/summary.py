@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aurora_pipeline.failures import read_failures
-from aurora_pipeline.store import list_hours, list_sites, open_site, zarr_store
+from aurora_pipeline.store.failures import read_failures
+from aurora_pipeline.store.zarr_layout import list_hours, list_sites, open_site, zarr_store
 
 
 def describe_store(store, storage_options: dict | None = None) -> dict:

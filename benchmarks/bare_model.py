@@ -2,7 +2,7 @@
 
 "Bare" means the model alone on float tensors already on the device, with no data
 loading, uint8 conversion, resizing or augmentation: the same ResNet18 encoder and
-projection head as ``aurora_pipeline.train``, the same NT-Xent loss and Adam optimizer,
+projection head as ``aurora_pipeline.encoder.train``, the same NT-Xent loss and Adam optimizer,
 and the same precision policy (bf16 autocast + channels_last where the hardware does
 bf16). ``benchmarks/train.py`` compares ``pretrain`` with ``bare_train_rate`` and
 ``benchmarks/embed.py`` compares embedding with ``bare_forward_rate``.
@@ -17,7 +17,7 @@ import time
 import torch
 
 from aurora_pipeline.device import autocast, memory_format
-from aurora_pipeline.simclr import ProjectionHead, nt_xent_loss, resnet18_encoder
+from aurora_pipeline.encoder import ProjectionHead, nt_xent_loss, resnet18_encoder
 
 
 def make_model(device: torch.device, mixed: bool, seed: int = 0):

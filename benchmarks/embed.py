@@ -18,9 +18,9 @@ import torch
 from _common import CACHE, command_line
 from bare_model import bare_forward_rate
 from aurora_pipeline.device import resolve_device, use_mixed_precision
-from aurora_pipeline.embed_store import embed_with_checkpoint
-from aurora_pipeline.store import write_hour_frames, zarr_store
-from aurora_pipeline.train import PretrainConfig, pretrain
+from aurora_pipeline.embed.driver import embed_with_checkpoint
+from aurora_pipeline.store.zarr_layout import write_hour_frames, zarr_store
+from aurora_pipeline.encoder.train import PretrainConfig, pretrain
 
 
 def make_store(path, hours: int, frames_per_hour: int) -> int:

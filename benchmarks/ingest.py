@@ -15,10 +15,10 @@ import time
 import cdflib
 
 from _common import CACHE, PeakMemory, command_line, synthetic_archive
-from aurora_pipeline.archive import list_archive
+from aurora_pipeline.source.archive import list_archive
 from aurora_pipeline.dask_cluster import dask_client
-from aurora_pipeline.ingest import ingest
-from aurora_pipeline.preprocess import PreprocessConfig
+from aurora_pipeline.ingest.driver import ingest
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 
 
 def bare_read(files) -> int:

@@ -42,16 +42,16 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemet
 
 import pandas as pd  # noqa: E402
 
-from aurora_pipeline.archive import list_archive  # noqa: E402
-from aurora_pipeline.classify import ClassifierConfig, load_classifier  # noqa: E402
-from aurora_pipeline.cluster import ClusterConfig, load_centroids  # noqa: E402
-from aurora_pipeline.cluster_store import assign_store, cluster_store  # noqa: E402
+from aurora_pipeline.source.archive import list_archive  # noqa: E402
+from aurora_pipeline.classify.model import ClassifierConfig, load_classifier  # noqa: E402
+from aurora_pipeline.cluster.model import ClusterConfig, load_centroids  # noqa: E402
+from aurora_pipeline.cluster.driver import assign_store, cluster_store  # noqa: E402
 from aurora_pipeline.dask_cluster import dask_client  # noqa: E402
-from aurora_pipeline.embed_store import embed_with_checkpoint  # noqa: E402
-from aurora_pipeline.ingest import ingest  # noqa: E402
-from aurora_pipeline.label_store import classify_store, fit_from_store  # noqa: E402
+from aurora_pipeline.embed.driver import embed_with_checkpoint  # noqa: E402
+from aurora_pipeline.ingest.driver import ingest  # noqa: E402
+from aurora_pipeline.classify.driver import classify_store, fit_from_store  # noqa: E402
 from aurora_pipeline.nightly import find_new_files, hour_names, record_run  # noqa: E402
-from aurora_pipeline.preprocess import PreprocessConfig  # noqa: E402
+from aurora_pipeline.ingest.preprocess import PreprocessConfig  # noqa: E402
 
 IMAGE_SIZE = 128
 SITES = ["gako", "gill"]
@@ -82,8 +82,8 @@ class Models:
 
 def random_init_checkpoint(directory: Path) -> str:
     """An untrained encoder saved as a checkpoint (the speed of a forward pass does not depend on weights)."""
-    from aurora_pipeline.checkpoint import FINAL_DIR, SIDECAR_FILE, save_checkpoint
-    from aurora_pipeline.train import PretrainConfig, build_model
+    from aurora_pipeline.encoder.checkpoint import FINAL_DIR, SIDECAR_FILE, save_checkpoint
+    from aurora_pipeline.encoder.train import PretrainConfig, build_model
 
     final = directory / FINAL_DIR
     if not (final / SIDECAR_FILE).exists():
@@ -118,8 +118,8 @@ def fit_models(work: Path) -> Models:
 def _warm_worker() -> None:
     import torch  # noqa: F401  (a long-lived worker has done this before the first night)
 
-    import aurora_pipeline.embed_store  # noqa: F401
-    import aurora_pipeline.ingest  # noqa: F401
+    import aurora_pipeline.embed.driver  # noqa: F401
+    import aurora_pipeline.ingest.driver  # noqa: F401
 
 
 def ingest_and_embed(files, store: Path, checkpoint: str, n_workers: int) -> dict:

@@ -4,7 +4,7 @@ Run from the repository root:
 
     .venv/bin/python benchmarks/train.py            # about 3-5 minutes on 2 CPU cores
 
-The full step is ``aurora_pipeline.train.pretrain`` on an in-memory uint8 numpy source
+The full step is ``aurora_pipeline.encoder.train.pretrain`` on an in-memory uint8 numpy source
 of synthetic 128x128 frames: the background thread reads each batch and draws its
 augmentations, then on the device the frames are scaled, cropped, flipped and the
 SimCLR step runs. The bare loop (``benchmarks/bare_model.py``) runs only the model,
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_model import bare_train_step_seconds  # noqa: E402
 
 from aurora_pipeline.device import resolve_device, supports_bf16  # noqa: E402
-from aurora_pipeline.train import PretrainConfig, pretrain  # noqa: E402
+from aurora_pipeline.encoder.train import PretrainConfig, pretrain  # noqa: E402
 
 BATCH, SIZE = 128, 128
 

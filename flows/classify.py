@@ -7,8 +7,8 @@ import dataclasses
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from aurora_pipeline.classify import ClassifierConfig, load_classifier
-from aurora_pipeline.label_store import classify_store, fit_from_store
+from aurora_pipeline.classify.model import ClassifierConfig, load_classifier
+from aurora_pipeline.classify.driver import classify_store, fit_from_store
 
 
 @task(cache_policy=NO_CACHE)

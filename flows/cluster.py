@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from aurora_pipeline.cluster import ClusterConfig
-from aurora_pipeline.cluster_store import cluster_store
+from aurora_pipeline.cluster.model import ClusterConfig
+from aurora_pipeline.cluster.driver import cluster_store
 
 
 @task(cache_policy=NO_CACHE)

@@ -15,9 +15,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from aurora_pipeline.evaluation import compare_with_random_init
+from aurora_pipeline.classify.evaluation import compare_with_random_init
 from aurora_pipeline.plots import labels_along_night_png
-from aurora_pipeline.store import open_site
+from aurora_pipeline.store.zarr_layout import open_site
 from aurora_pipeline.summary import describe_store
 from aurora_pipeline.synth.archive import write_synthetic_archive
 from flows.classify import classify_frames, fit_classifier_flow

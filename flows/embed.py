@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from aurora_pipeline.embed_store import embed_with_checkpoint
+from aurora_pipeline.embed.driver import embed_with_checkpoint
 
 
 @task(cache_policy=NO_CACHE)

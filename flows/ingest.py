@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from aurora_pipeline.archive import ArchiveFile, list_archive
+from aurora_pipeline.source.archive import ArchiveFile, list_archive
 from aurora_pipeline.dask_cluster import dask_client
-from aurora_pipeline.ingest import ingest
-from aurora_pipeline.preprocess import PreprocessConfig
+from aurora_pipeline.ingest.driver import ingest
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from flows._retry import RETRY
 
 

@@ -16,15 +16,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
-from aurora_pipeline.classify import load_classifier
-from aurora_pipeline.cluster import load_centroids
-from aurora_pipeline.cluster_store import assign_store
+from aurora_pipeline.classify.model import load_classifier
+from aurora_pipeline.cluster.model import load_centroids
+from aurora_pipeline.cluster.driver import assign_store
 from aurora_pipeline.dask_cluster import dask_client
-from aurora_pipeline.embed_store import embed_with_checkpoint
-from aurora_pipeline.ingest import ingest
-from aurora_pipeline.label_store import classify_store
+from aurora_pipeline.embed.driver import embed_with_checkpoint
+from aurora_pipeline.ingest.driver import ingest
+from aurora_pipeline.classify.driver import classify_store
 from aurora_pipeline.nightly import find_new_files, hour_names, record_run
-from aurora_pipeline.preprocess import PreprocessConfig
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.summary import run_summary_markdown
 from flows._concurrency import ensure_limits
 from flows._retry import RETRY

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from aurora_pipeline.frames_source import load_training_frames
-from aurora_pipeline.train import PretrainConfig, pretrain
+from aurora_pipeline.encoder.training_frames import load_training_frames
+from aurora_pipeline.encoder.train import PretrainConfig, pretrain
 
 
 @task(cache_policy=NO_CACHE)

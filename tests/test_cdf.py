@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from cdflib.cdfwrite import CDF
 
-from aurora_pipeline.archive import relative_path
-from aurora_pipeline.cdf import parse_archive_name, read_asi_cdf
+from aurora_pipeline.source.archive import relative_path
+from aurora_pipeline.source.cdf import parse_archive_name, read_asi_cdf
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.sites import SITES
+from aurora_pipeline.source.sites import SITES
 from aurora_pipeline.synth.archive import write_asi_cdf
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

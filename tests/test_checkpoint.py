@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 import aurora_pipeline
-from aurora_pipeline import checkpoint as ckpt
+from aurora_pipeline.encoder import checkpoint as ckpt
 from aurora_pipeline.errors import CheckpointError
-from aurora_pipeline.simclr import ProjectionHead, resnet18_encoder
+from aurora_pipeline.encoder import ProjectionHead, resnet18_encoder
 
 
 @pytest.fixture(scope="module")

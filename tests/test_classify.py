@@ -1,4 +1,4 @@
-"""Tests of aurora_pipeline.classify: the linear classifier on embeddings."""
+"""Tests of aurora_pipeline.classify.model: the linear classifier on embeddings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from aurora_pipeline.classify import (
+from aurora_pipeline.classify.model import (
     ClassifierConfig,
     cross_validate,
     evaluate,

@@ -1,4 +1,4 @@
-"""Tests of aurora_pipeline.cluster: the K-means scan, silhouettes and saved centroids."""
+"""Tests of aurora_pipeline.cluster.model: the K-means scan, silhouettes and saved centroids."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score
 
-from aurora_pipeline.cluster import (
+from aurora_pipeline.cluster.model import (
     ClusterConfig,
     assign_clusters,
     load_centroids,

@@ -12,11 +12,11 @@ import pytest
 import xarray as xr
 
 import aurora_pipeline
-from aurora_pipeline.archive import list_archive, relative_path
-from aurora_pipeline.failures import read_failures
-from aurora_pipeline.ingest import ingest
-from aurora_pipeline.preprocess import PreprocessConfig
-from aurora_pipeline.store import list_hours, zarr_store
+from aurora_pipeline.source.archive import list_archive, relative_path
+from aurora_pipeline.store.failures import read_failures
+from aurora_pipeline.ingest.driver import ingest
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
+from aurora_pipeline.store.zarr_layout import list_hours, zarr_store
 from aurora_pipeline.synth.archive import render_site_hour, write_asi_cdf, write_synthetic_archive
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -153,9 +153,9 @@ def test_fixed_file_leaves_the_failures_table(tmp_path):
 
 KILLABLE = """
 import sys
-from aurora_pipeline.archive import list_archive
-from aurora_pipeline.ingest import ingest
-from aurora_pipeline.preprocess import PreprocessConfig
+from aurora_pipeline.source.archive import list_archive
+from aurora_pipeline.ingest.driver import ingest
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 ingest(list_archive(sys.argv[1]), sys.argv[2], PreprocessConfig(image_size=128))
 """
 

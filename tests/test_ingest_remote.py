@@ -7,10 +7,10 @@ import pytest
 import xarray as xr
 
 import aurora_pipeline
-from aurora_pipeline.archive import list_archive
+from aurora_pipeline.source.archive import list_archive
 from aurora_pipeline.dask_cluster import dask_client
-from aurora_pipeline.ingest import ingest
-from aurora_pipeline.preprocess import PreprocessConfig
+from aurora_pipeline.ingest.driver import ingest
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.synth.archive import write_synthetic_archive
 
 SMALL = PreprocessConfig(image_size=32)

@@ -19,18 +19,18 @@ import pytest
 import xarray as xr
 
 import aurora_pipeline
-from aurora_pipeline.archive import list_archive
-from aurora_pipeline.classify import ClassifierConfig
-from aurora_pipeline.cluster import ClusterConfig
-from aurora_pipeline.cluster_store import cluster_store
-from aurora_pipeline.embed_store import embed_with_checkpoint
-from aurora_pipeline.frames_source import load_training_frames
-from aurora_pipeline.ingest import ingest
-from aurora_pipeline.label_store import fit_from_store
+from aurora_pipeline.source.archive import list_archive
+from aurora_pipeline.classify.model import ClassifierConfig
+from aurora_pipeline.cluster.model import ClusterConfig
+from aurora_pipeline.cluster.driver import cluster_store
+from aurora_pipeline.embed.driver import embed_with_checkpoint
+from aurora_pipeline.encoder.training_frames import load_training_frames
+from aurora_pipeline.ingest.driver import ingest
+from aurora_pipeline.classify.driver import fit_from_store
 from aurora_pipeline.nightly import find_new_files
-from aurora_pipeline.preprocess import PreprocessConfig
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.synth.archive import write_synthetic_archive
-from aurora_pipeline.train import PretrainConfig, pretrain
+from aurora_pipeline.encoder.train import PretrainConfig, pretrain
 
 SITE = "gako"
 FRAMES_PER_HOUR = 20

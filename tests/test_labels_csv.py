@@ -1,4 +1,4 @@
-"""Tests of aurora_pipeline.labels_csv: reading site,time,class files and matching them to frames."""
+"""Tests of aurora_pipeline.classify.labels_csv: reading site,time,class files and matching them to frames."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.labels_csv import match_labels, read_labels_csv
+from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
 
 T0 = np.datetime64("2011-01-06T04:00:00.053", "ms")
 CADENCE = np.timedelta64(3000, "ms")

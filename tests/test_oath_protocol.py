@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from aurora_pipeline._torchvision_compat import import_torchvision
-from aurora_pipeline.checkpoint import load_encoder
+from aurora_pipeline.encoder.checkpoint import load_encoder
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.oath.protocol import OathBenchmarkConfig, parse_splits, prepare_data, run_oath_benchmark
 from aurora_pipeline.oath.report import render_report, table_markdown

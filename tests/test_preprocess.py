@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.preprocess import PreprocessConfig, fov_geometry, preprocess_frames, stretch
+from aurora_pipeline.ingest.preprocess import PreprocessConfig, fov_geometry, preprocess_frames, stretch
 
 
 def test_stretch_matches_equation_1_inside_the_circle():
@@ -61,7 +61,7 @@ def test_resize_matches_torch_antialiased_bilinear(shape, size):
     import torch
     import torch.nn.functional as F
 
-    from aurora_pipeline.preprocess import resize
+    from aurora_pipeline.ingest.preprocess import resize
 
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     expected = F.interpolate(torch.from_numpy(x)[None], size=(size, size), mode="bilinear", antialias=True,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.simclr.loss import NTXentLoss, nt_xent_loss
+from aurora_pipeline.encoder.loss import NTXentLoss, nt_xent_loss
 
 
 def reference_nt_xent(z: torch.Tensor, tau: float) -> float:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.simclr import AugmentConfig, ProjectionHead, apply_params, frames_to_input, resnet18_encoder, sample_params, two_views
+from aurora_pipeline.encoder import AugmentConfig, ProjectionHead, apply_params, frames_to_input, resnet18_encoder, sample_params, two_views
 
 ONLY_FLIP = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))  # no crop: the whole frame
 

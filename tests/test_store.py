@@ -5,8 +5,8 @@ import zarr
 
 import aurora_pipeline
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.failures import Failure, read_failures, update_failures
-from aurora_pipeline.store import COMPLETE, list_hours, write_hour_frames, zarr_store
+from aurora_pipeline.store.failures import Failure, read_failures, update_failures
+from aurora_pipeline.store.zarr_layout import COMPLETE, list_hours, write_hour_frames, zarr_store
 
 
 def _hour(site_hour: str, n=5, offset_ms=53):
@@ -71,7 +71,7 @@ def test_failures_table_round_trip_and_clearing(tmp_path):
 
 
 def test_inventory_lists_complete_hours_with_checksums(tmp_path):
-    from aurora_pipeline.store import read_inventory
+    from aurora_pipeline.store.zarr_layout import read_inventory
 
     zs = zarr_store(tmp_path / "s.zarr")
     times, frames = _hour("2011010617")

@@ -8,19 +8,19 @@ import pytest
 import xarray as xr
 
 import aurora_pipeline
-from aurora_pipeline.archive import list_archive
-from aurora_pipeline.checkpoint import load_encoder
-from aurora_pipeline.classify import ClassifierConfig, fit_classifier, load_classifier
-from aurora_pipeline.cluster import ClusterConfig, load_centroids
-from aurora_pipeline.cluster_store import cluster_store
-from aurora_pipeline.embed_store import embed_with_checkpoint
+from aurora_pipeline.source.archive import list_archive
+from aurora_pipeline.encoder.checkpoint import load_encoder
+from aurora_pipeline.classify.model import ClassifierConfig, fit_classifier, load_classifier
+from aurora_pipeline.cluster.model import ClusterConfig, load_centroids
+from aurora_pipeline.cluster.driver import cluster_store
+from aurora_pipeline.embed.driver import embed_with_checkpoint
 from aurora_pipeline.errors import BadInputError, StoreError
-from aurora_pipeline.frames_source import load_training_frames
-from aurora_pipeline.ingest import ingest
-from aurora_pipeline.label_store import classify_store, fit_from_store
-from aurora_pipeline.preprocess import PreprocessConfig
+from aurora_pipeline.encoder.training_frames import load_training_frames
+from aurora_pipeline.ingest.driver import ingest
+from aurora_pipeline.classify.driver import classify_store, fit_from_store
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.synth.archive import write_synthetic_archive
-from aurora_pipeline.train import PretrainConfig, pretrain
+from aurora_pipeline.encoder.train import PretrainConfig, pretrain
 
 
 def _train(store, out, seed):
@@ -141,7 +141,7 @@ def test_open_sites_and_plain_datatree(embedded, labelled):
 
 
 def test_comparison_with_a_random_init_encoder_reports_both(embedded):
-    from aurora_pipeline.evaluation import compare_with_random_init
+    from aurora_pipeline.classify.evaluation import compare_with_random_init
 
     root, archive, store, _ = embedded
     out = compare_with_random_init(store, archive / "labels.csv", str(root / "encoder"), holdout_hours_fraction=0.5,

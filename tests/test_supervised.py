@@ -11,8 +11,8 @@ import torch
 
 from aurora_pipeline._torchvision_compat import import_torchvision
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.simclr.augment import AugmentConfig
-from aurora_pipeline.supervised import (
+from aurora_pipeline.encoder.augment import AugmentConfig
+from aurora_pipeline.oath.supervised import (
     SupervisedConfig,
     imagenet_resnet18_encoder,
     predict_supervised,

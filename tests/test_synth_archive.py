@@ -10,7 +10,7 @@ import cdflib
 import numpy as np
 import pytest
 
-from aurora_pipeline.cdf import parse_archive_name, read_asi_cdf
+from aurora_pipeline.source.cdf import parse_archive_name, read_asi_cdf
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.synth.archive import merge_labels, write_synthetic_archive
 from aurora_pipeline.synth.scenes import CLASSES

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aurora_pipeline import checkpoint as ckpt
+from aurora_pipeline.encoder import checkpoint as ckpt
 from aurora_pipeline.device import prefetched, resolve_device, supports_bf16
-from aurora_pipeline.embed import EmbedConfig, embed_batches, embed_frames
+from aurora_pipeline.embed.model import EmbedConfig, embed_batches, embed_frames
 from aurora_pipeline.errors import BadInputError, CheckpointError
-from aurora_pipeline.train import PretrainConfig, TrainProgress, batches_of_epoch, pretrain
+from aurora_pipeline.encoder.train import PretrainConfig, TrainProgress, batches_of_epoch, pretrain
 
 CFG = PretrainConfig(epochs=3, batch_size=8, image_size=32, log_every=2, seed=0)
 

@@ -65,7 +65,7 @@ class OathBenchmarkConfig:
     classifier_C: float = 1.0              # inverse l2 strength of the logistic regressions (scikit-learn default)
     classifier_max_iter: int = 2000        # lbfgs iterations
     pixel_size: int = 32                   # side of the raw-pixel baseline's images (32 x 32 = 1,024 features)
-    # the supervised ResNet18 (aurora_pipeline.supervised; the paper gives no recipe)
+    # the supervised ResNet18 (aurora_pipeline.oath.supervised; the paper gives no recipe)
     supervised: bool = True                # train it (the slowest part after pre-training)
     supervised_epochs: int = 30            # about 960 Adam steps on 4,077 frames at batch 128
     supervised_lr: float = 1e-3            # Adam, from random initialisation
@@ -122,13 +122,13 @@ class OathBenchmarkConfig:
         return self.splits[0] if self.confusion_split is None else self.confusion_split
 
     def pretrain_config(self):
-        from aurora_pipeline.train import PretrainConfig
+        from aurora_pipeline.encoder.train import PretrainConfig
 
         return PretrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, image_size=self.image_size,
                               device=self.device, mixed_precision=self.mixed_precision, num_threads=self.num_threads)
 
     def supervised_config(self, imagenet: bool):
-        from aurora_pipeline.supervised import SupervisedConfig
+        from aurora_pipeline.oath.supervised import SupervisedConfig
 
         return SupervisedConfig(epochs=self.supervised_epochs, batch_size=self.batch_size,
                                 lr=self.imagenet_lr if imagenet else self.supervised_lr, image_size=self.image_size,
@@ -137,12 +137,12 @@ class OathBenchmarkConfig:
                                 num_threads=self.num_threads)
 
     def classifier_config(self):
-        from aurora_pipeline.classify import ClassifierConfig
+        from aurora_pipeline.classify.model import ClassifierConfig
 
         return ClassifierConfig(C=self.classifier_C, max_iter=self.classifier_max_iter, seed=self.seed)
 
     def cluster_config(self):
-        from aurora_pipeline.cluster import ClusterConfig
+        from aurora_pipeline.cluster.model import ClusterConfig
 
         return ClusterConfig(k_min=self.k_min, k_max=self.k_max, silhouette_sample=self.silhouette_sample,
                              n_init=self.kmeans_n_init, seed=self.seed)
@@ -254,8 +254,8 @@ def pretrain_encoder(data: OathData, cfg: OathBenchmarkConfig, out_dir: str | os
     Raises:
         CheckpointError: ``out_dir/encoder`` holds a run with other settings or images.
     """
-    from aurora_pipeline.simclr.backbone import resnet18_encoder
-    from aurora_pipeline.train import pretrain
+    from aurora_pipeline.encoder.backbone import resnet18_encoder
+    from aurora_pipeline.encoder.train import pretrain
 
     tell = progress or (lambda message: None)
 
@@ -285,8 +285,8 @@ def embed_images(data: OathData, encoder: dict[str, Any], cfg: OathBenchmarkConf
                  out_dir: str | os.PathLike) -> np.ndarray:
     """The 512-d representation h of every image, (n, 512) float32; also saved with the
     labels as ``out_dir/embeddings.npz`` (arrays ``embedding``, ``label``)."""
-    from aurora_pipeline.checkpoint import load_encoder
-    from aurora_pipeline.embed import EmbedConfig, embed_frames
+    from aurora_pipeline.encoder.checkpoint import load_encoder
+    from aurora_pipeline.embed.model import EmbedConfig, embed_frames
 
     model, _ = load_encoder(encoder["checkpoint"], device=cfg.device)
     X = embed_frames(model, data.frames, EmbedConfig(device=cfg.device, mixed_precision=cfg.mixed_precision),
@@ -304,7 +304,7 @@ def embed_images(data: OathData, encoder: dict[str, Any], cfg: OathBenchmarkConf
 def split_metrics(true: np.ndarray, pred: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """accuracy, macro precision/recall/F1, per-class values and the confusion matrix
     (rows true, columns predicted) of one test set, as ``classify`` computes them."""
-    from aurora_pipeline.classify import classification_metrics
+    from aurora_pipeline.classify.model import classification_metrics
 
     out = classification_metrics(np.asarray(true), np.asarray(pred), tuple(class_names), kind="held_out")
     out.pop("kind")
@@ -324,7 +324,7 @@ def _model_result(name: str, per_split: dict, n_parameters: int, start: float, *
 
 
 def _linear_per_split(X: np.ndarray, data: OathData, cfg: OathBenchmarkConfig, feature_id: str) -> dict[str, Any]:
-    from aurora_pipeline.classify import fit_classifier
+    from aurora_pipeline.classify.model import fit_classifier
 
     names = np.asarray(data.class_names)
     per_split = {}
@@ -350,7 +350,7 @@ def evaluate_pixels(data: OathData, cfg: OathBenchmarkConfig) -> dict[str, Any]:
     ``pixel_size`` x ``pixel_size`` (antialiased), each pixel standardised."""
     import torch
 
-    from aurora_pipeline.simclr.backbone import frames_to_input
+    from aurora_pipeline.encoder.backbone import frames_to_input
 
     start = time.perf_counter()
     small = frames_to_input(torch.from_numpy(data.frames), cfg.pixel_size).reshape(len(data.frames), -1).numpy()
@@ -366,7 +366,7 @@ def evaluate_supervised(data: OathData, cfg: OathBenchmarkConfig, *, imagenet: b
 
     ``imagenet=True`` starts from ``cfg.imagenet_weights`` (BadInputError when None).
     """
-    from aurora_pipeline.supervised import predict_supervised, train_supervised
+    from aurora_pipeline.oath.supervised import predict_supervised, train_supervised
 
     if imagenet and cfg.imagenet_weights is None:
         raise BadInputError("imagenet_weights", "is not set, so there is no ImageNet-initialised model to train.",
@@ -403,7 +403,7 @@ def cluster_embeddings(X: np.ndarray, data: OathData, cfg: OathBenchmarkConfig) 
         sample_size, cluster (n,) cluster of each image at best_k, cluster_by_class
         ((best_k, 6) counts), seconds.
     """
-    from aurora_pipeline.cluster import assign_clusters, scan_k, silhouette_of_labels
+    from aurora_pipeline.cluster.model import assign_clusters, scan_k, silhouette_of_labels
 
     start = time.perf_counter()
     ccfg = cfg.cluster_config()

@@ -31,10 +31,10 @@ import numpy as np
 from cdflib import cdfwrite
 from cdflib.cdfwrite import CDF
 
-from aurora_pipeline.archive import relative_path
-from aurora_pipeline.cdf import CDF_EPOCH_UNIX_MS, LAYOUTS
+from aurora_pipeline.source.archive import relative_path
+from aurora_pipeline.source.cdf import CDF_EPOCH_UNIX_MS, LAYOUTS
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.sites import SITES
+from aurora_pipeline.source.sites import SITES
 from aurora_pipeline.synth.scenes import SceneRun, SkyScene, scene_schedule
 
 LABEL_FIELDS = ("site", "time", "class")

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.preprocess import stretch
+from aurora_pipeline.ingest.preprocess import stretch
 from aurora_pipeline.synth._forms import MAKERS
 
 CLASSES = ("arc", "diffuse", "discrete", "cloudy", "moon", "clear")

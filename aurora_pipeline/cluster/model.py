@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from aurora_pipeline.artifact import check_ids, content_id, read_artifact, write_artifact
-from aurora_pipeline.classify import check_features
+from aurora_pipeline.classify.model import check_features
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from aurora_pipeline.cluster import ClusterConfig, Centroids, assign_clusters, load_centroids, save_centroids, scan_k
-from aurora_pipeline.label_store import embedded_hours, read_embeddings
+from aurora_pipeline.cluster.model import ClusterConfig, Centroids, assign_clusters, load_centroids, save_centroids, scan_k
+from aurora_pipeline.classify.driver import embedded_hours, read_embeddings
 from aurora_pipeline.plots import montage_png, silhouette_png
-from aurora_pipeline.store import hour_attrs, list_sites, read_hour_variable, write_hour_variables, zarr_store
+from aurora_pipeline.store.zarr_layout import hour_attrs, list_sites, read_hour_variable, write_hour_variables, zarr_store
 
 CLUSTER_ATTR = "aurora_cluster_centroids_id"
 
@@ -96,7 +96,7 @@ def _frame(zs, per_site, row: tuple[str, int]) -> np.ndarray:
         if first <= i < stop:
             import zarr
 
-            from aurora_pipeline.store import hour_group
+            from aurora_pipeline.store.zarr_layout import hour_group
 
             return zarr.open_array(zs, path=f"{hour_group(site, hour)}/frames", mode="r")[i - first]
     raise IndexError(row)

@@ -309,7 +309,7 @@ def load_encoder(
             or shapes, or the sidecar's model id disagrees with the weights.
     """
     from aurora_pipeline.device import resolve_device
-    from aurora_pipeline.simclr.backbone import resnet18_encoder
+    from aurora_pipeline.encoder.backbone import resnet18_encoder
 
     checkpoint = resolve_checkpoint(path_or_url, storage_options)
     sidecar, blobs = read_verified(checkpoint, (ENCODER_FILE,), storage_options)

@@ -6,7 +6,7 @@ background thread reads the next batch's uint8 frames and draws its augmentation
 parameters while the device works on the current one; on the device each frame is
 scaled to [0, 1], resized to ``image_size``, turned into two views, and one Adam step
 is taken on the NT-Xent loss. After every epoch a complete checkpoint is written
-(``aurora_pipeline.checkpoint``) together with the loss curve (``loss.json``,
+(``aurora_pipeline.encoder.checkpoint``) together with the loss curve (``loss.json``,
 ``loss.png``); after the last, ``final/``.
 
 Reproducibility: the model's initial weights, the permutations and the augmentations
@@ -39,14 +39,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from aurora_pipeline import checkpoint as ckpt
+from aurora_pipeline.encoder import checkpoint as ckpt
 from aurora_pipeline.device import autocast, check_device_name, memory_format, prefetched, resolve_device, use_mixed_precision
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
-from aurora_pipeline.simclr.augment import AugmentConfig, AugmentParams, apply_params, sample_params
-from aurora_pipeline.simclr.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
-from aurora_pipeline.simclr.head import ProjectionHead
-from aurora_pipeline.simclr.loss import check_temperature, nt_xent_loss
+from aurora_pipeline.encoder.augment import AugmentConfig, AugmentParams, apply_params, sample_params
+from aurora_pipeline.encoder.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
+from aurora_pipeline.encoder.head import ProjectionHead
+from aurora_pipeline.encoder.loss import check_temperature, nt_xent_loss
 
 log = logging.getLogger(__name__)
 

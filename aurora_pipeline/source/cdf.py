@@ -29,9 +29,9 @@ from pathlib import Path
 import cdflib
 import numpy as np
 
-from aurora_pipeline.archive import ARCHIVE_NAME
+from aurora_pipeline.source.archive import ARCHIVE_NAME
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.sites import SITES
+from aurora_pipeline.source.sites import SITES
 
 CDF_EPOCH_UNIX_MS = 62_167_219_200_000  # CDF_EPOCH value (ms since 0000-01-01) of 1970-01-01T00:00:00
 CDF_EPOCH = 31  # CDF data type code

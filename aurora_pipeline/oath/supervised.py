@@ -21,7 +21,7 @@ frames; the training loss is close to zero by then on OATH-sized data), learning
 uses 1e-4) so the pretrained features are not washed out in the first steps.
 
 Reproducibility: initial weights, batch order and augmentations come from seeds
-derived from ``seed`` (CPU generators), as in ``aurora_pipeline.train``.
+derived from ``seed`` (CPU generators), as in ``aurora_pipeline.encoder.train``.
 
 Example:
     >>> result = train_supervised(frames, labels, 6, SupervisedConfig(epochs=30))
@@ -43,12 +43,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from aurora_pipeline.device import autocast, check_device_name, memory_format, resolve_device, use_mixed_precision
-from aurora_pipeline.embed import EmbedConfig, embed_frames
+from aurora_pipeline.embed.model import EmbedConfig, embed_frames
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.simclr.augment import AugmentConfig, apply_params, sample_params
-from aurora_pipeline.simclr.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
-from aurora_pipeline.train import batches_of_epoch
+from aurora_pipeline.encoder.augment import AugmentConfig, apply_params, sample_params
+from aurora_pipeline.encoder.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
+from aurora_pipeline.encoder.train import batches_of_epoch
 
 __all__ = [
     "SupervisedConfig",

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from aurora_pipeline import __version__
-from aurora_pipeline.archive import ArchiveFile, fetch, is_local, sha256_of
-from aurora_pipeline.cdf import read_asi_cdf
+from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
+from aurora_pipeline.source.cdf import read_asi_cdf
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.failures import Failure, update_failures
-from aurora_pipeline.preprocess import PreprocessConfig, preprocess_frames
-from aurora_pipeline.store import _now, ensure_root, hour_key, inventory, write_hour_frames, zarr_store
+from aurora_pipeline.store.failures import Failure, update_failures
+from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
+from aurora_pipeline.store.zarr_layout import _now, ensure_root, hour_key, inventory, write_hour_frames, zarr_store
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from aurora_pipeline.classify import ClassifierConfig, cross_validate, evaluate, fit_classifier, save_classifier
-from aurora_pipeline.embed_store import MODEL_ATTR
+from aurora_pipeline.classify.model import ClassifierConfig, cross_validate, evaluate, fit_classifier, save_classifier
+from aurora_pipeline.embed.driver import MODEL_ATTR
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.labels_csv import match_labels, read_labels_csv
+from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.plots import confusion_matrix_png
-from aurora_pipeline.store import (
+from aurora_pipeline.store.zarr_layout import (
     select_hours,
     hour_attrs,
     list_hours,

@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aurora_pipeline.checkpoint import load_encoder
-from aurora_pipeline.classify import ClassifierConfig, cross_validate, evaluate, fit_classifier
-from aurora_pipeline.embed import EmbedConfig, embed_frames
-from aurora_pipeline.label_store import hour_folds, split_by_hours
-from aurora_pipeline.labels_csv import match_labels, read_labels_csv
-from aurora_pipeline.simclr.backbone import resnet18_encoder
-from aurora_pipeline.store import list_hours, list_sites, read_hour_times, read_hour_variable, zarr_store
+from aurora_pipeline.encoder.checkpoint import load_encoder
+from aurora_pipeline.classify.model import ClassifierConfig, cross_validate, evaluate, fit_classifier
+from aurora_pipeline.embed.model import EmbedConfig, embed_frames
+from aurora_pipeline.classify.driver import hour_folds, split_by_hours
+from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
+from aurora_pipeline.encoder.backbone import resnet18_encoder
+from aurora_pipeline.store.zarr_layout import list_hours, list_sites, read_hour_times, read_hour_variable, zarr_store
 
 
 def labelled_frames(store, labels_csv, holdout_hours_fraction: float):

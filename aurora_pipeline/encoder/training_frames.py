@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store import select_hours, hour_group, list_hours, list_sites, zarr_store
+from aurora_pipeline.store.zarr_layout import select_hours, hour_group, list_hours, list_sites, zarr_store
 
 
 def load_training_frames(

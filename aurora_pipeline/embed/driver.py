@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store import (
+from aurora_pipeline.store.zarr_layout import (
     select_hours,
     hour_attrs,
     list_hours,
@@ -118,7 +118,7 @@ def embed_store(
     """Embed every complete hour of ``sites`` in ``[start, end)`` not yet embedded by ``model_id``.
 
     ``embed_hour(frames uint8 (n, s, s)) -> float32 (n, d)`` runs the model (see
-    ``aurora_pipeline.embed``). Reads of the next hour and writes of the previous one
+    ``aurora_pipeline.embed.model``). Reads of the next hour and writes of the previous one
     overlap the model's work.
     """
     zs = zarr_store(store, storage_options)
@@ -167,8 +167,8 @@ def embed_with_checkpoint(
     With ``dask_address`` the hours are split by site across the cluster's workers, each
     loading the encoder once (GPU workers when the cluster has them).
     """
-    from aurora_pipeline.checkpoint import load_encoder
-    from aurora_pipeline.embed import EmbedConfig, embed_frames
+    from aurora_pipeline.encoder.checkpoint import load_encoder
+    from aurora_pipeline.embed.model import EmbedConfig, embed_frames
 
     cfg = EmbedConfig(batch_size=batch_size, device=device, dtype="float32")
     if dask_address:

@@ -1,6 +1,6 @@
 """Embedding frames with a trained encoder: uint8 frames in, 512-d representations h out.
 
-This is the in-memory core; ``aurora_pipeline.embed_store`` reads frames from and
+This is the in-memory core; ``aurora_pipeline.embed.driver`` reads frames from and
 writes embeddings to the Zarr store with these functions.
 
 The encoder runs in eval mode under ``torch.inference_mode``, with bf16 autocast and
@@ -26,7 +26,7 @@ from torch import nn
 from aurora_pipeline.device import autocast, check_device_name, memory_format, prefetched, resolve_device, use_mixed_precision
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.simclr.backbone import REPRESENTATION_DIM, frames_to_input
+from aurora_pipeline.encoder.backbone import REPRESENTATION_DIM, frames_to_input
 
 OUTPUT_DTYPES = ("float32", "float16")
 

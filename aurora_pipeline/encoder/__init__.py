@@ -9,20 +9,20 @@ Each part is its own small module, documented with the paper it comes from:
 * ``augment``: two views per frame, random resized crop + top-bottom flip, batched
   on the model's device.
 
-Training lives in ``aurora_pipeline.train``, checkpoints in ``aurora_pipeline.checkpoint``
-and embedding in ``aurora_pipeline.embed``.
+Training lives in ``aurora_pipeline.encoder.train``, checkpoints in ``aurora_pipeline.encoder.checkpoint``
+and embedding in ``aurora_pipeline.embed.model``.
 
 Example:
-    >>> from aurora_pipeline.simclr import AugmentConfig, ProjectionHead, nt_xent_loss, resnet18_encoder, two_views
+    >>> from aurora_pipeline.encoder import AugmentConfig, ProjectionHead, nt_xent_loss, resnet18_encoder, two_views
     >>> encoder, head = resnet18_encoder(), ProjectionHead()
     >>> views = two_views(frames, AugmentConfig(), torch.Generator().manual_seed(0), out_size=128)
     >>> loss = nt_xent_loss(head(encoder(views)), temperature=0.5)
 """
 
-from aurora_pipeline.simclr.augment import AugmentConfig, AugmentParams, apply_params, sample_params, two_views
-from aurora_pipeline.simclr.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
-from aurora_pipeline.simclr.head import ProjectionHead
-from aurora_pipeline.simclr.loss import NTXentLoss, nt_xent_loss
+from aurora_pipeline.encoder.augment import AugmentConfig, AugmentParams, apply_params, sample_params, two_views
+from aurora_pipeline.encoder.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
+from aurora_pipeline.encoder.head import ProjectionHead
+from aurora_pipeline.encoder.loss import NTXentLoss, nt_xent_loss
 
 __all__ = [
     "REPRESENTATION_DIM",
