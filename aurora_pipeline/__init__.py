@@ -17,10 +17,22 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 def __getattr__(name):  # lazy, so `import aurora_pipeline` stays cheap (no torch, no zarr)
     if name in ("open_site", "open_sites", "read_inventory"):
-        from aurora_pipeline.store import zarr_layout
+        from aurora_pipeline.store import read
 
-        return getattr(zarr_layout, name)
+        return getattr(read, name)
+    if name == "keogram":
+        from aurora_pipeline.keograms import keogram
+
+        return keogram
+    if name == "label_events":
+        from aurora_pipeline.events import label_events
+
+        return label_events
+    if name == "similar":
+        from aurora_pipeline.search.query import similar
+
+        return similar
     raise AttributeError(f"module 'aurora_pipeline' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "open_site", "open_sites", "read_inventory"]
+__all__ = ["__version__", "keogram", "label_events", "open_site", "open_sites", "read_inventory", "similar"]

@@ -3,15 +3,20 @@
 Also ``prefetched``, which runs the loading of the next batch in a background thread
 so the device is not kept waiting.
 
-Mixed precision here means bfloat16 autocast plus channels_last memory format. It is
-used only where the hardware does bf16 natively: a CUDA GPU that reports bf16 support,
-or a CPU with AVX512-BF16 or AMX instructions. Elsewhere bf16 would be emulated,
-so callers fall back to float32.
+Mixed precision here means bfloat16 autocast. It is used only where the hardware
+does bf16 natively: a CUDA GPU that reports bf16 support, or a CPU with AVX512-BF16
+or AMX instructions. Elsewhere bf16 would be emulated, so callers fall back to float32.
+
+The memory format (channels_last or contiguous) is chosen apart from the precision,
+per device kind and per kind of work, by ``memory_format_for``: on a CPU,
+channels_last in float32 too.
 
 Example:
     >>> device = resolve_device("auto")          # cuda if available, else cpu
-    >>> with autocast(device, supports_bf16(device)):
-    ...     z = model(x)
+    >>> mixed = use_mixed_precision(device, True)
+    >>> fmt = memory_format_for(device, mixed, "embed")
+    >>> with autocast(device, mixed):
+    ...     z = model.to(memory_format=fmt)(x.contiguous(memory_format=fmt))
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 from aurora_pipeline.errors import BadInputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+WORK_KINDS = ("embed", "train")
 T = TypeVar("T")
 
 
@@ -89,7 +95,7 @@ def supports_bf16(device: torch.device | str) -> bool:
 
 
 def use_mixed_precision(device: torch.device, requested: bool) -> bool:
-    """Whether to run bf16 autocast + channels_last: asked for and supported."""
+    """Whether to run bf16 autocast: asked for and supported natively."""
     return bool(requested) and supports_bf16(device)
 
 
@@ -100,8 +106,50 @@ def autocast(device: torch.device, enabled: bool) -> ContextManager:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def memory_format_for(device: torch.device | str, mixed: bool, work: str) -> torch.memory_format:
+    """The memory format the encoder runs ``work`` fastest in on ``device``.
+
+    Either format computes the same function; float32 results differ only by
+    rounding (relative difference about 5e-7 for ResNet18 embeddings, tested in
+    tests/test_train.py). The choice is a fixed rule per device kind, taken from
+    measurements (BENCHMARKS.md, "The CPU path without bf16"):
+
+    * CUDA: channels_last with bf16 (tensor-core convolutions want NHWC), else
+      contiguous. float32 on a GPU has not been measured here yet;
+      ``benchmarks/gpu_check.py`` times both formats so the rule can be revised.
+    * CPU: channels_last whenever oneDNN is available, in float32 too, for
+      embedding and for training. oneDNN's NHWC convolution kernels beat the NCHW
+      path for ResNet18 at 128 px with and without bf16: the eval forward 1.6x on a
+      2-core AVX2 EPYC (issue 13) and faster on the 2-core AVX-512 Xeon of
+      BENCHMARKS.md; the SimCLR step 1.08x on the EPYC (64 px) and a median 1.37x on
+      the Xeon (128 px, batch 128). It was never slower on average on either.
+
+    A rule and not a timing at first use, because: the same settings must run the
+    same kernels in every process, so that a seed gives the same bits and a resumed
+    training run matches an uninterrupted one; a timing of a second or two on a
+    shared machine swings by 2x and would choose at random; and a rule costs nothing.
+
+    Args:
+        device: where the model runs.
+        mixed: whether bf16 autocast is on (``use_mixed_precision``).
+        work: ``"embed"`` (eval-mode forward) or ``"train"`` (forward and backward).
+
+    Raises:
+        BadInputError: ``work`` is not one of ``WORK_KINDS``.
+    """
+    if work not in WORK_KINDS:
+        raise BadInputError("work", f"unknown kind of work {work!r}.", f"use one of {WORK_KINDS}.")
+    device = torch.device(device)
+    if mixed:
+        return torch.channels_last
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def memory_format(enabled: bool) -> torch.memory_format:
-    """channels_last with mixed precision (faster bf16 convolutions), else contiguous."""
+    """channels_last when ``enabled``, else contiguous (the older rule: channels_last
+    with mixed precision only). Prefer ``memory_format_for``."""
     return torch.channels_last if enabled else torch.contiguous_format
 
 

@@ -225,3 +225,86 @@ def labels_along_night_png(times: np.ndarray, labels: np.ndarray, class_names: S
     axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     axes[-1].set_xlabel(f"UT from {np.datetime_as_string(times[0], unit='m').replace('T', ' ')}")
     return _save(fig, path)
+
+
+def keogram_png(keo, path: str | os.PathLike, title: str | None = None, max_columns: int = 4000) -> Path:
+    """A keogram (``aurora_pipeline.keogram``) with the label of each frame as a colour strip
+    beneath it, the label's probability below that, and a legend of the class names.
+
+    Time runs along x on a regular grid of the frames' median cadence (coarsened to at
+    most ``max_columns`` columns; each column shows the frame nearest its centre); columns
+    with no frame within half a column (data gaps) stay blank. y is the keogram's
+    coordinate (elevation along the line, latitude or longitude), each point drawn at
+    its own value (latitudes crowd towards the horizons). Without labels the two
+    lower panels are left out.
+    Size: 10 x 6 inches (10 x 4 without labels).
+    Raises: BadInputError when ``keo`` is not a (time, coordinate) DataArray with frames.
+    """
+    from matplotlib import dates as mdates
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    if getattr(keo, "ndim", 0) != 2 or keo.dims[0] != "time" or keo.sizes["time"] == 0:
+        raise BadInputError("keo", f"must be a non-empty (time, coordinate) keogram, got dims {getattr(keo, 'dims', None)}",
+                            "pass the DataArray aurora_pipeline.keogram(...) returns")
+    along = keo.dims[1]
+    times = keo["time"].values.astype("datetime64[ms]")
+    order = np.argsort(times, kind="stable")
+    times = times[order]
+    t = times.astype(np.int64).astype(np.float64)
+    step = np.diff(t)
+    cadence = float(np.median(step)) if len(step) else 3000.0
+    cadence = cadence if cadence > 0 else 3000.0
+    n_cols = int(min(max_columns, max(1, np.ceil((t[-1] - t[0]) / cadence) + 1)))
+    width = max(cadence, (t[-1] - t[0] + cadence) / n_cols)
+    centres = t[0] + (np.arange(n_cols) + 0.5) * width - 0.5 * cadence
+    nearest = np.clip(np.searchsorted(t, centres), 1, len(t) - 1) if len(t) > 1 else np.zeros(n_cols, int)
+    if len(t) > 1:
+        nearest = np.where(np.abs(t[nearest - 1] - centres) <= np.abs(t[nearest] - centres), nearest - 1, nearest)
+    found = np.abs(t[nearest] - centres) <= max(width, cadence) / 2 + 1e-6
+    values = np.asarray(keo.values, dtype=float)[order] / (255.0 if keo.dtype == np.uint8 else 1.0)
+    image = np.where(found[:, None], values[nearest], np.nan).T
+    y = np.asarray(keo[along].values, dtype=float)
+    x0 = mdates.date2num(np.datetime64(int(t[0] - 0.5 * cadence), "ms"))
+    x1 = x0 + n_cols * width / 86_400_000.0
+    labelled = "label" in keo.coords
+    fig = _figure(10.0, 6.0 if labelled else 4.0)
+    if labelled:
+        axes = fig.subplots(3, 1, sharex=True, height_ratios=[4.0, 0.45, 1.2])
+    else:
+        axes = [fig.add_subplot()]
+    ax = axes[0]
+    # cell edges half-way between the slice's points: latitude is not evenly spaced along the line
+    y_edges = np.r_[y[0] - 0.5 * (y[1] - y[0]), 0.5 * (y[1:] + y[:-1]), y[-1] + 0.5 * (y[-1] - y[-2])] \
+        if len(y) > 1 else np.array([y[0] - 0.5, y[0] + 0.5])
+    x_edges = np.linspace(x0, x1, n_cols + 1)
+    ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(image), cmap="gray", vmin=0.0, vmax=1.0, shading="flat",
+                  rasterized=True)
+    units = keo[along].attrs.get("units", "")
+    ax.set_ylabel(f"{along} ({units})" if units else along)
+    ax.set_title(title or f"{keo.attrs.get('site', '')} {keo.attrs.get('long_name', 'keogram')}".strip(), fontsize=10)
+    if labelled:
+        names = str(keo["label"].attrs.get("flag_meanings", "")).split()
+        labels = np.asarray(keo["label"].values)[order].astype(int)
+        k = max(len(names), int(labels.max()) + 1, 1)
+        names = names + [f"class {i}" for i in range(len(names), k)]
+        strip = np.where(found & (labels[nearest] >= 0), labels[nearest], -1).astype(float)
+        strip[strip < 0] = np.nan
+        cmap = ListedColormap([f"C{i % 10}" for i in range(k)])
+        axes[1].imshow(strip[None, :], aspect="auto", cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest",
+                       extent=(x0, x1, 0, 1))
+        axes[1].set_yticks([])
+        axes[1].set_ylabel("label", rotation=0, ha="right", va="center")
+        fig.legend(handles=[Patch(color=f"C{i % 10}", label=n) for i, n in enumerate(names)], ncol=min(k, 8),
+                   loc="outside lower center", fontsize=8, frameon=False)
+        if "label_probability" in keo.coords:
+            prob = np.asarray(keo["label_probability"].values, dtype=float)[order]
+            axes[2].plot(mdates.date2num(times), prob, ".", ms=2, color="k")
+        axes[2].set_ylim(0, 1.02)
+        axes[2].set_ylabel("probability")
+        axes[2].grid(alpha=0.3)
+    axes[-1].set_xlim(x0, x1)
+    axes[-1].xaxis_date()
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if x1 - x0 < 15 / 1440 else "%H:%M"))
+    axes[-1].set_xlabel(f"UT from {np.datetime_as_string(times[0], unit='m').replace('T', ' ')}")
+    return _save(fig, path)

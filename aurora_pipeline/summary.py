@@ -1,35 +1,53 @@
-"""A short, human-readable summary of a store (sites, frames, time span, variables)."""
+"""A short, human-readable summary of a store (sites, frames, time span, stages done) and of a nightly run."""
 
 from __future__ import annotations
 
+from aurora_pipeline.store import Store, hour_facts, open_site
 from aurora_pipeline.store.failures import read_failures
-from aurora_pipeline.store.zarr_layout import list_hours, list_sites, open_site, zarr_store
+
+# hour facts that say a stage is done for an hour ("" = not yet), and the stage's name
+_STAGES = {"embedding_model": "embedded", "classifier": "labelled", "centroids": "clustered"}
 
 
 def describe_store(store, storage_options: dict | None = None) -> dict:
-    """Per-site frame counts, time spans and variables, plus the number of recorded failures."""
-    zs = zarr_store(store, storage_options, read_only=True)
-    sites = {}
-    lines = []
-    for site in list_sites(zs):
-        if not list_hours(zs, site):
+    """Per-site frame counts, time spans, variables and hours done per stage, plus the number of
+    files still failing. Returns ``{"sites": {site: {...}}, "failures": n, "lines": [str]}``."""
+    st = Store.open(store, storage_options)
+    sites, lines = {}, []
+    for site in st.sites():
+        facts = hour_facts(st, site)
+        if facts.empty:
             continue
-        ds = open_site(store, site, storage_options=storage_options)
+        ds = open_site(st, site)
         first, last = str(ds.time.values[0])[:23], str(ds.time.values[-1])[:23]
-        sites[site] = {"frames": int(ds.sizes["time"]), "first": first, "last": last,
-                       "hours": int(ds.attrs["aurora_hours"]), "variables": sorted(ds.data_vars)}
-        lines.append(f"{site}: {ds.sizes['time']} frames in {ds.attrs['aurora_hours']} hour(s), "
-                     f"{first} .. {last}; variables: {', '.join(sorted(ds.data_vars))}")
-    failures = read_failures(zs)
+        stages = {name: int((facts[fact] != "").sum()) for fact, name in _STAGES.items() if fact in facts}
+        sites[site] = {"frames": int(ds.sizes["time"]), "first": first, "last": last, "hours": int(len(facts)),
+                       "variables": sorted(ds.data_vars), "hours_done": stages}
+        done = ", ".join(f"{n} {name}" for name, n in stages.items())
+        lines.append(f"{site}: {ds.sizes['time']} frames in {len(facts)} hour(s), {first} .. {last}; "
+                     f"variables: {', '.join(sorted(ds.data_vars))}; hours {done}")
+    failures = read_failures(st)
     lines.append(f"failures recorded: {len(failures)}")
     return {"sites": sites, "failures": int(len(failures)), "lines": lines}
 
 
 def run_summary_markdown(summary: dict) -> str:
-    """A nightly run's summary as a markdown table (for the Prefect artifact)."""
+    """A nightly run's summary as a markdown table (for the Prefect artifact).
+
+    Lists show their length and up to 20 items; an empty list or mapping shows "none"."""
     lines = ["| item | value |", "|---|---|"]
     for key, value in summary.items():
-        if isinstance(value, (list, dict)):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else f"{len(value)}: " + "; ".join(map(str, value[:20]))
-        lines.append(f"| {key} | {value} |")
+        lines.append(f"| {key} | {_cell(value)} |")
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+    elif isinstance(value, (list, tuple)):
+        text = f"{len(value)}: " + "; ".join(map(str, value[:20])) if value else "none"
+        if len(value) > 20:
+            text += f"; ... ({len(value) - 20} more)"
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")  # a cell stays one table cell

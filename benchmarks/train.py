@@ -9,10 +9,14 @@ of synthetic 128x128 frames: the background thread reads each batch and draws it
 augmentations, then on the device the frames are scaled, cropped, flipped and the
 SimCLR step runs. The bare loop (``benchmarks/bare_model.py``) runs only the model,
 loss and optimizer on float views already on the device. Both use batches of 128
-frames (256 views), 2 CPU threads, and the same precision. The first step of each
-run is left out (warm-up); bare and full runs alternate to spread machine noise, and
-rates come from the median step time over all rounds. The goal is a full/bare ratio
-of at least 0.90.
+frames (256 views), 2 CPU threads, and the same precision and memory format
+(``memory_format_for``). The first step of each run is left out (warm-up); bare and
+full runs alternate to spread machine noise, and rates come from the median step time
+over all rounds. The goal is a full/bare ratio of at least 0.90.
+
+Then the memory formats: the bare SimCLR step in the default format beside the other
+one (channels_last against the old contiguous path), in the same precision,
+alternating, with the ratio of each round (``--format-rounds``, 0 to skip).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_model import bare_train_step_seconds  # noqa: E402
 
-from aurora_pipeline.device import resolve_device, supports_bf16  # noqa: E402
+from aurora_pipeline.device import memory_format_for, resolve_device, supports_bf16  # noqa: E402
 from aurora_pipeline.encoder.train import PretrainConfig, pretrain  # noqa: E402
 
 BATCH, SIZE = 128, 128
@@ -80,6 +84,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/full rounds in the mixed precision")
     parser.add_argument("--steps", type=int, default=4, help="measured steps per run")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--format-rounds", type=int, default=3, help="alternating rounds of the memory-format comparison")
     args = parser.parse_args()
     print("$", shlex.join([Path(sys.executable).name, *sys.argv]))
     torch.set_num_threads(args.threads)
@@ -92,7 +97,7 @@ def main() -> None:
     frames = synthetic_frames((args.steps + 1) * BATCH)
     precisions = [(True, args.rounds), (False, 1)] if bf16 else [(False, args.rounds)]
     for mixed, rounds in precisions:
-        name = "bf16 autocast + channels_last" if mixed else "float32"
+        name = f"{'bf16 autocast' if mixed else 'float32'}, {_fmt(memory_format_for(device, mixed, 'train'))}"
         bare, full = [], []
         for _ in range(rounds):
             bare += bare_train_step_seconds(device, mixed, BATCH, SIZE, steps=args.steps, warmup=1)
@@ -102,7 +107,29 @@ def main() -> None:
         print(f"{name}: bare {rate(bare):.1f} frames/s ({2 * rate(bare):.1f} views/s), full pretrain {rate(full):.1f} frames/s, "
               f"full/bare {ratio:.3f} ({'meets' if ratio >= 0.9 else 'misses'} the 0.90 goal); "
               f"fastest steps: bare {BATCH / min(bare):.1f}, full {BATCH / min(full):.1f}, ratio {min(bare) / min(full):.3f}", flush=True)
+    compare_formats(device, bf16, args.steps, args.format_rounds)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
+def _fmt(fmt: torch.memory_format) -> str:
+    return "channels_last" if fmt == torch.channels_last else "contiguous"
+
+
+def compare_formats(device, mixed: bool, steps: int, rounds: int) -> None:
+    """Bare SimCLR steps in the default memory format and the other one, alternating."""
+    default = memory_format_for(device, mixed, "train")
+    other = torch.contiguous_format if default == torch.channels_last else torch.channels_last
+    times = {default: [], other: []}
+    ratios = []
+    for r in range(rounds):
+        for fmt in ((default, other) if r % 2 == 0 else (other, default)):
+            times[fmt].append(statistics.median(bare_train_step_seconds(device, mixed, BATCH, SIZE, steps=steps, warmup=1, fmt=fmt)))
+        ratios.append(times[other][-1] / times[default][-1])
+        print(f"  round {r + 1}: bare step {_fmt(default)} (default) {BATCH / times[default][-1]:.1f} frames/s, "
+              f"{_fmt(other)} {BATCH / times[other][-1]:.1f}; default/other x{ratios[-1]:.2f}", flush=True)
+    if ratios:
+        print(f"memory format, {'bf16' if mixed else 'float32'} bare SimCLR step: default {_fmt(default)} / {_fmt(other)} "
+              f"x{statistics.median(ratios):.2f} (median of {len(ratios)} rounds; per round {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from prefect.cache_policies import NO_CACHE
 
 from aurora_pipeline.classify.model import ClassifierConfig, load_classifier
 from aurora_pipeline.classify.driver import classify_store, fit_from_store
+from aurora_pipeline.errors import BadInputError
 
 
 @task(cache_policy=NO_CACHE)
-def fit(store: str, labels: str, out: str, holdout_hours_fraction: float, C: float, overwrite: bool) -> dict:
-    report = fit_from_store(store, labels, out, ClassifierConfig(C=C), holdout_hours_fraction=holdout_hours_fraction,
+def fit(store: str, labels: str, out: str, holdout_hours_fraction: float, cfg: ClassifierConfig,
+        overwrite: bool) -> dict:
+    report = fit_from_store(store, labels, out, cfg, holdout_hours_fraction=holdout_hours_fraction,
                             overwrite=overwrite)
     return dataclasses.asdict(report)
 
@@ -25,12 +27,19 @@ def label(store: str, classifier: str, sites, start, end) -> dict:
 
 @flow(name="fit-classifier", log_prints=True)
 def fit_classifier_flow(store: str, labels: str, out: str, holdout_hours_fraction: float = 0.0, C: float = 1.0,
-                        overwrite: bool = False) -> dict:
+                        overwrite: bool = False, cv_folds: int = 5) -> dict:
     """Fit the l2 logistic regression on the embeddings of the frames named in ``labels``."""
-    report = fit(store, labels, out, holdout_hours_fraction, C, overwrite)
-    cv = report["cross_validation"]
-    get_run_logger().info("cross-validated accuracy %.3f +/- %.3f on %d frames", cv["accuracy"], cv["accuracy_std"],
-                          cv["n_samples"])
+    if not 0.0 <= holdout_hours_fraction < 1.0:
+        raise BadInputError("holdout_hours_fraction", f"must be in [0, 1), got {holdout_hours_fraction!r}",
+                            "use 0.25 to hold out the last quarter of each site's hours, or 0")
+    cfg = ClassifierConfig(C=C, cv_folds=cv_folds)  # bad settings are refused before any reading
+    report = fit(store, labels, out, holdout_hours_fraction, cfg, overwrite)
+    cv, logger = report["cross_validation"], get_run_logger()
+    if cv["accuracy"] is not None:
+        logger.info("%s cross-validated accuracy %.3f +/- %.3f on %d frames (%d folds)", cv["scheme"],
+                    cv["accuracy"], cv["accuracy_std"], cv["n_samples"], cv["folds"])
+    if cv["note"]:
+        logger.warning("cross-validation: %s", cv["note"])
     return report
 
 

@@ -1,20 +1,40 @@
 """The `aurora-pipeline` command: one subcommand per flow, plus the synthetic-data generators.
 
 Each subcommand parses its options and calls one Prefect flow (or, for the
-generators, one library function). Without PREFECT_API_URL the flows run in-process
-on Prefect's ephemeral server: no server to start.
+generators, one library function). The flows need a Prefect API: the one
+PREFECT_API_URL names, else the local server of `aurora-pipeline server start`
+when it is up, else a temporary server that Prefect starts for the one command
+(see flows/local_server.py). An error the user can fix is printed once, as one
+line, with exit code 2; `--debug` adds its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
+from flows import where_cli
+
 
 def _sites(text: str | None) -> list[str] | None:
-    return [s.strip().lower() for s in text.split(",") if s.strip()] if text else None
+    if text is None:
+        return None
+    from aurora_pipeline.source.archive import check_site_codes
+
+    return check_site_codes([s for s in text.split(",") if s.strip()], "--sites")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def _add_range(p: argparse.ArgumentParser) -> None:
@@ -24,8 +44,20 @@ def _add_range(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aurora-pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="aurora-pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (and Prefect's own log records of it)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error (and Prefect's own log records of it)")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)  # --debug after the subcommand too
+
+    p = sub.add_parser("server", help="start, stop or show the local Prefect server the other commands use")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--port", type=int, default=None, help="TCP port on 127.0.0.1 for `start` (default 4200)")
 
     p = sub.add_parser("synth-archive", help="write a synthetic THEMIS ASI archive (real CDF files) and labels.csv")
     p.add_argument("dir")
@@ -40,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", required=True, help="local directory, https:// mirror root or s3://bucket/prefix")
     p.add_argument("--store", required=True, help="Zarr store path or s3:// URL")
     _add_range(p)
-    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=128, help="side in pixels of the stored frames (8..512)")
     p.add_argument("--dask-address", help="scheduler address of an existing Dask cluster (default: a LocalCluster)")
 
     p = sub.add_parser("pretrain", help="run the flow pretrain-encoder: SimCLR on the store's frames")
@@ -49,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_range(p)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="encoder input side in pixels (default: the store's frame size; frames are resized to it)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
@@ -72,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-hours-fraction", type=float, default=0.0,
                    help="keep the last fraction of each site's hours out of the fit and report held-out metrics")
     p.add_argument("--C", type=float, default=1.0, help="inverse l2 regularisation strength")
+    p.add_argument("--cv-folds", type=int, default=5,
+                   help="cross-validation folds of whole site-hours (fewer when there are fewer site-hours)")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("classify", help="run the flow classify-frames: write `label` and `label_probability`")
@@ -104,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-images-per-class", type=int, help="a quick run on a subset")
-    p.add_argument("--supervised-epochs", type=int, default=30)
+    p.add_argument("--supervised-epochs", type=int, default=None,
+                   help="epochs of the supervised ResNet18 baseline (default: 30 at 100 epochs, scaled with --epochs)")
     p.add_argument("--imagenet-weights", help="a torchvision ResNet18 ImageNet weights file you supply (none downloaded)")
     p.add_argument("--sha256", help="expected SHA256 of oath_v1.1_20181026.tgz (with --download)")
     p.add_argument("--sha256-url", help="where the release's SHA256 list is (with --download)")
@@ -123,25 +159,76 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole chain on a synthetic archive, on this machine")
     p.add_argument("--workdir", default="demo_out")
+    p.add_argument("--epochs", type=_positive, default=15, help="pretraining epochs (15; fewer for a quicker run)")
+    p.add_argument("--image-size", type=int, default=64, help="side of the stored frames in pixels (64)")
+    where_cli.add_parsers(sub)  # keogram, events: figures and tables from the store, no flow
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     handler = _HANDLERS[args.command]
+    if args.command not in _NO_FLOW:
+        _prepare_prefect(args.debug)
     try:
         result = handler(args)
-    except Exception as err:  # one clear line for errors we raise on purpose
+    except Exception as err:
         from aurora_pipeline.errors import AuroraError
 
-        if isinstance(err, AuroraError):
-            print(f"aurora-pipeline {args.command}: error: {err}", file=sys.stderr)
-            return 2
-        raise
+        if not isinstance(err, AuroraError) or args.debug:
+            raise  # a bug, or --debug: the whole traceback
+        print(f"aurora-pipeline {args.command}: error: {err}", file=sys.stderr)  # once, one line
+        return 2
+    if isinstance(result, int):
+        return result
     if result is not None:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(_json_ready(result), indent=2, default=str, allow_nan=False))
     return 0
+
+
+def _prepare_prefect(debug: bool) -> None:
+    """Pick the Prefect API before Prefect is imported; keep user errors off the console."""
+    from flows.local_server import choose_api
+
+    if choose_api() == "temporary":
+        print("aurora-pipeline: no Prefect server is running, so Prefect starts a temporary one for this "
+              "command (the first start on a new PREFECT_HOME creates its database and can take minutes). "
+              "`aurora-pipeline server start` keeps one up for the next commands.", file=sys.stderr)
+    if not debug:
+        from flows._terminal import hide_user_errors_on_console
+
+        hide_user_errors_on_console()
+
+
+def _json_ready(value):
+    """``value`` with NaN and infinities as None, so the output is JSON (``null``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def _server(args):
+    from flows import local_server
+
+    if args.action == "start":
+        state, started = local_server.start_server(port=args.port or local_server.DEFAULT_PORT,
+                                                   progress=lambda m: print(m, file=sys.stderr))
+        if not started and args.port not in (None, state.port):
+            print(f"aurora-pipeline server: already running on port {state.port}, not {args.port}", file=sys.stderr)
+        print(json.dumps({"running": True, "started_now": started, "api_url": state.api_url,
+                          "ui": state.api_url.removesuffix("/api"), "pid": state.pid, "log": state.log}, indent=2))
+        return 0
+    if args.action == "stop":
+        state = local_server.stop_server()
+        print(json.dumps({"running": False, "stopped": state is not None}, indent=2))
+        return 0
+    status = local_server.server_status()
+    print(json.dumps(status, indent=2))
+    return 0 if status["running"] else 1
 
 
 def _synth_archive(args):
@@ -166,8 +253,8 @@ def _ingest(args):
 def _demo(args):
     from flows.demo import demo
 
-    result = demo(workdir=args.workdir)
-    print("\n" + "\n".join(result["lines"]))  # on stdout whatever Prefect's log level
+    result = demo(workdir=args.workdir, epochs=args.epochs, image_size=args.image_size)
+    print("\n" + "\n".join(result["lines"]))  # once, on stdout, whatever Prefect's log level
     return None
 
 
@@ -193,17 +280,33 @@ def _fit_classifier(args):
     from flows.classify import fit_classifier_flow
 
     report = fit_classifier_flow(store=args.store, labels=args.labels, out=args.out,
-                                 holdout_hours_fraction=args.holdout_hours_fraction, C=args.C, overwrite=args.overwrite)
+                                 holdout_hours_fraction=args.holdout_hours_fraction, C=args.C,
+                                 overwrite=args.overwrite, cv_folds=args.cv_folds)
+    return fit_summary(report, args.out)
+
+
+def fit_summary(report: dict, out: str) -> dict:
+    """The command's short account of a fit: ids, cross-validation (or why it could not run), per class."""
     cv = report["cross_validation"]
+    names = cv["class_names"]
     short = {"classifier": report["classifier_dir"], "classifier_id": report["classifier_id"],
              "encoder_id": report["encoder_id"], "labelled_frames": report["n_labelled"],
-             "cv_accuracy": round(cv["accuracy"], 4), "cv_accuracy_std": round(cv["accuracy_std"], 4),
-             "per_class": {c: {"precision": round(cv["precision"][i], 3), "recall": round(cv["recall"][i], 3),
-                               "f1": round(cv["f1"][i], 3)} for i, c in enumerate(cv["class_names"])},
-             "confusion_matrix_png": os.path.join(args.out, "confusion_matrix.png")}
+             "cv_scheme": cv["scheme"], "cv_folds": cv["folds"],
+             "cv_accuracy": _rounded(cv["accuracy"], 4), "cv_accuracy_std": _rounded(cv["accuracy_std"], 4)}
+    if cv["note"]:
+        short["cv_note"] = cv["note"]
+    if cv["accuracy"] is None:
+        short["training_accuracy"] = _rounded(cv.get("training_accuracy"), 4)
+    else:  # per-class metrics are keyed by class name
+        short["per_class"] = {c: {k: _rounded(cv[k][c], 3) for k in ("precision", "recall", "f1")} for c in names}
+        short["confusion_matrix_png"] = os.path.join(out, "confusion_matrix.png")
     if report["holdout"]:
-        short["holdout_accuracy"] = round(report["holdout"]["accuracy"], 4)
+        short["holdout_accuracy"] = _rounded(report["holdout"]["accuracy"], 4)
     return short
+
+
+def _rounded(value, digits: int):
+    return None if value is None else round(float(value), digits)
 
 
 def _classify(args):
@@ -247,11 +350,13 @@ def _label_archive(args):
                          dask_address=args.dask_address, device=args.device)
 
 
+_NO_FLOW = {"server", "synth-archive", "synth-oath", "keogram", "events"}  # no flow, so no Prefect API
 _HANDLERS = {
-    "synth-archive": _synth_archive, "ingest": _ingest, "pretrain": _pretrain, "embed": _embed,
+    "server": _server, "synth-archive": _synth_archive, "ingest": _ingest, "pretrain": _pretrain, "embed": _embed,
     "fit-classifier": _fit_classifier, "classify": _classify, "cluster": _cluster, "synth-oath": _synth_oath,
     "oath-benchmark": _oath_benchmark, "label-archive": _label_archive, "demo": _demo,
 }
+_HANDLERS.update(where_cli.HANDLERS)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from aurora_pipeline.classify.evaluation import compare_with_random_init
 from aurora_pipeline.plots import labels_along_night_png
-from aurora_pipeline.store.zarr_layout import open_site
+from aurora_pipeline.store import open_site
 from aurora_pipeline.summary import describe_store
 from aurora_pipeline.synth.archive import write_synthetic_archive
 from flows.classify import classify_frames, fit_classifier_flow
@@ -45,18 +48,23 @@ def compare(store, labels, checkpoint):
 @task(cache_policy=NO_CACHE)
 def night_plot(store, site, path):
     ds = open_site(store, site)
-    labels_along_night_png(ds.time.values, ds.label.values, ds.label.attrs["flag_meanings"].split(), path,
+    codes = ds.label.values
+    codes = np.where(np.isnan(codes), -1, codes).astype(np.int8) if codes.dtype.kind == "f" else codes  # NaN: none
+    labels_along_night_png(ds.time.values, codes, ds.label.attrs["flag_meanings"].split(), path,
                            probabilities=ds.label_probability.values, title=f"{site}: labels along the night")
 
 
 @flow(name="demo")
-def demo(workdir: str = "demo_out") -> dict:
+def demo(workdir: str = "demo_out", epochs: int = EPOCHS, image_size: int = IMAGE_SIZE) -> dict:
+    """The whole chain under ``workdir``; ``epochs`` and ``image_size`` make a quicker run (the
+    README's figures are from the defaults). The summary is returned and published as the
+    markdown artifact ``demo-summary``; the command line prints it."""
     root = Path(workdir).resolve()
     archive, store, labels = root / "archive", str(root / "store.zarr"), str(root / "archive" / "labels.csv")
     checkpoint, classifier, clusters = str(root / "encoder"), str(root / "classifier"), str(root / "clusters")
     make_archive(archive)
-    ingest_archive(archive=str(archive), store=store, image_size=IMAGE_SIZE)
-    pretrain_encoder(store=store, checkpoint=checkpoint, epochs=EPOCHS, image_size=IMAGE_SIZE, resume=True)
+    ingest_archive(archive=str(archive), store=store, image_size=image_size)
+    pretrain_encoder(store=store, checkpoint=checkpoint, epochs=epochs, resume=True)
     embed_frames(store=store, checkpoint=checkpoint)
     fit = fit_classifier_flow(store=store, labels=labels, out=classifier, holdout_hours_fraction=HOLDOUT, overwrite=True)
     classify_frames(store=store, classifier=classifier)
@@ -83,5 +91,7 @@ def demo(workdir: str = "demo_out") -> dict:
         f"hour-grouped cross-validated accuracy (all hours): SimCLR {result['hour_cv_accuracy_simclr']:.3f}, "
         f"random-init encoder {result['hour_cv_accuracy_random_init_encoder']:.3f}; best k = {result['best_k']}",
     ]
-    get_run_logger().info("\n".join(result["lines"]))
+    create_markdown_artifact(key="demo-summary", markdown="\n".join(["```", *result["lines"], "```"]),
+                             description=f"the demo's summary, {root}")
+    get_run_logger().info("demo finished: summary in %s", root / "demo_summary.json")
     return result

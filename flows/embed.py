@@ -13,7 +13,7 @@ def embed_hours(store, checkpoint, sites, start, end, device, overwrite, dtype, 
     logger = get_run_logger()
     return embed_with_checkpoint(
         store, checkpoint, sites=sites, start=start, end=end, device=device, overwrite=overwrite, dtype=dtype,
-        dask_address=dask_address, on_hour=lambda site, hour, n: logger.info("embedded %s/%s (%d frames)", site, hour, n),
+        dask_address=dask_address, on_hour=lambda site, hour, n: logger.info("embedded %s (%d frames)", hour, n),
     )
 
 

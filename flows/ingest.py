@@ -5,10 +5,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from aurora_pipeline.source.archive import ArchiveFile, list_archive
 from aurora_pipeline.dask_cluster import dask_client
-from aurora_pipeline.ingest.driver import ingest
+from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.ingest.driver import IngestReport, ingest
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
+from aurora_pipeline.source.archive import ArchiveFile, list_archive, sites_without_files
 from flows._retry import RETRY
 
 
@@ -18,7 +19,7 @@ def list_files(archive: str, sites: list[str] | None, start: str | None, end: st
 
 
 @task(cache_policy=NO_CACHE)
-def ingest_files(files: list[ArchiveFile], store: str, image_size: int, dask_address: str | None) -> dict:
+def ingest_files(files: list[ArchiveFile], store: str, cfg: PreprocessConfig, dask_address: str | None) -> dict:
     logger = get_run_logger()
 
     def log(outcome):
@@ -28,8 +29,17 @@ def ingest_files(files: list[ArchiveFile], store: str, image_size: int, dask_add
             logger.info("ingested %s (%d frames, %.1f s)", outcome.file.name, outcome.frames, outcome.seconds)
 
     with dask_client(dask_address) as client:
-        report = ingest(files, store, PreprocessConfig(image_size=image_size), client=client, on_outcome=log)
+        report = ingest(files, store, cfg, client=client, on_outcome=log)
     return report.summary()
+
+
+def check_not_all_failed(summary: dict, archive: str, store: str) -> None:
+    """Raise when files were tried and every one failed: the run must end Failed, not Completed."""
+    if summary["files_failed"] and not summary["files_ingested"] and not summary["files_skipped"]:
+        first = summary["failures"][0]
+        raise BadInputError(archive, f"none of the {summary['files_failed']} file(s) could be ingested "
+                            f"(first: {first})",
+                            f"fix or drop the files listed in {store}'s failures table, then run the ingest again")
 
 
 @flow(name="ingest-archive", log_prints=True)
@@ -42,11 +52,25 @@ def ingest_archive(
     image_size: int = 128,
     dask_address: str | None = None,
 ) -> dict:
-    """Ingest the archive's files for ``sites`` and hours in [start, end) into ``store``."""
+    """Ingest the archive's files for ``sites`` and hours in [start, end) into ``store``.
+
+    Ends Failed when every file tried failed (each is a row of the store's failures table).
+    """
+    logger = get_run_logger()
+    cfg = PreprocessConfig(image_size=image_size)  # bad settings are refused before any listing
     files = list_files(archive, sites, start, end)
-    summary = ingest_files(files, store, image_size, dask_address)
-    get_run_logger().info(
+    missing = sites_without_files(sites, files)
+    if missing:
+        logger.warning("no archive files for site(s) %s in the asked hours", ", ".join(missing))
+    if files:
+        summary = ingest_files(files, store, cfg, dask_address)
+    else:
+        logger.warning("nothing to ingest: the archive %s has no files for these sites and hours", archive)
+        summary = IngestReport().summary()
+    summary["sites_without_files"] = missing
+    logger.info(
         "ingest: %d file(s) ingested, %d skipped (already stored), %d failed, %d frames",
         summary["files_ingested"], summary["files_skipped"], summary["files_failed"], summary["frames"],
     )
+    check_not_all_failed(summary, archive, store)
     return summary

@@ -1,10 +1,13 @@
-"""Prefect flow `label-archive`: the nightly run that labels the archive's new files.
+"""Prefect flow `label-archive`: the nightly run that labels the archive's new and unfinished hours.
 
-Finds the files not yet in the store (new and late-arriving hours), then ingests,
-embeds, classifies and assigns clusters for exactly those hours, and records a run
-summary as a Prefect artifact and in the store. Each site is held under a Prefect
-global concurrency limit (`aurora-site-<site>`, one slot) so two runs never write
-the same site at once.
+Finds the files not yet in the store (new and late-arriving hours) and ingests them;
+then, from the store's per-hour facts, embeds, classifies and assigns clusters for
+every hour of the window that the deployment's encoder, classifier or centroids have
+not done yet (hours ingested by hand or written by an older model included); records a
+run summary as a Prefect artifact and in the store's `runs` table. Writers of a site
+take the store's per-site lock (see aurora_pipeline.store.locks); each touched site is
+also held under a Prefect global concurrency limit (`aurora-site-<site>`, one slot) so
+two nightly runs never interleave their stages on one site.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from aurora_pipeline.dask_cluster import dask_client
 from aurora_pipeline.embed.driver import embed_with_checkpoint
 from aurora_pipeline.ingest.driver import ingest
 from aurora_pipeline.classify.driver import classify_store
-from aurora_pipeline.nightly import find_new_files, hour_names, record_run
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
+from aurora_pipeline.nightly import (checkpoint_model_id, find_new_files, record_night_events, record_run,
+                                     unfinished_hours, window)
 from aurora_pipeline.summary import run_summary_markdown
 from flows._concurrency import ensure_limits
 from flows._retry import RETRY
@@ -38,23 +42,35 @@ def find_new(archive, store, sites, lookback_days, reconcile):
 
 @task(**RETRY)
 def ingest_new(files, store, image_size, dask_address):
+    cfg = PreprocessConfig(image_size=image_size) if image_size else None  # None: the store's own setting
     with dask_client(dask_address) as client:
-        return ingest(files, store, PreprocessConfig(image_size=image_size), client=client, skip_stored=False)
+        return ingest(files, store, cfg, client=client, skip_stored=False)
 
 
 @task(**RETRY)
-def embed_new(store, checkpoint, only, device, dask_address):
-    return embed_with_checkpoint(store, checkpoint, only=only, device=device, dask_address=dask_address)
+def unfinished(store, sites, start, end, model_id, classifier_id, centroids_id):
+    return unfinished_hours(store, sites, start, end, model_id, classifier_id, centroids_id)
 
 
 @task(**RETRY)
-def classify_new(store, classifier, only):
-    return classify_store(store, load_classifier(classifier), only=only)
+def embed_window(store, checkpoint, sites, start, end, device, dask_address):
+    return embed_with_checkpoint(store, checkpoint, sites=sites, start=start, end=end, device=device,
+                                 dask_address=dask_address, overwrite=True)
 
 
 @task(**RETRY)
-def assign_new(store, centroids, only):
-    return assign_store(store, load_centroids(centroids), only=only)
+def classify_window(store, classifier, sites, start, end):
+    return classify_store(store, load_classifier(classifier), sites=sites, start=start, end=end)
+
+
+@task(**RETRY)
+def assign_window(store, centroids, sites, start, end):
+    return assign_store(store, load_centroids(centroids), sites=sites, start=start, end=end)
+
+
+@task(**RETRY)
+def record_events(store, labelled):
+    return record_night_events(store, labelled)
 
 
 @task(cache_policy=NO_CACHE)
@@ -74,47 +90,60 @@ def label_archive(
     sites: list[str] | None = None,
     lookback_days: int = 30,
     reconcile: bool = False,
-    image_size: int = 128,
+    image_size: int | None = None,
     dask_address: str | None = None,
     device: str = "auto",
 ) -> dict:
-    """Label the archive's files that are not yet in ``store``."""
+    """Label the archive's new files and finish every stage of the hours in the window."""
     logger = get_run_logger()
     timings, started = {}, time.perf_counter()
     todo, stored = find_new(archive, store, sites, lookback_days, reconcile)
     timings["find_seconds"] = round(time.perf_counter() - started, 3)
-    summary = {"archive": archive, "store": store, "files_new": len(todo), "files_already_stored": len(stored)}
-    if not todo:
-        logger.info("nothing new: all %d archive file(s) in the window are already in the store", len(stored))
+    start, end = window(lookback_days, reconcile)
+    start, end = (None if start is None else str(start)), (None if end is None else str(end))
+    summary = {"archive": archive, "store": store, "files_new": len(todo), "files_already_stored": len(stored),
+               "window_start": start, "window_end": end}
+    clf, cen = load_classifier(classifier), (load_centroids(centroids) if centroids else None)
+    model_id = checkpoint_model_id(checkpoint)
+    left = unfinished(store, sites, start, end, model_id, clf.classifier_id, cen.centroids_id if cen else None) if stored else {}
+    if not todo and not any(left.values()):
+        logger.info("nothing new: all %d archive file(s) in the window are in the store and every stage is done",
+                    len(stored))
+        timings["total_seconds"] = round(time.perf_counter() - started, 3)
         summary.update(files_ingested=0, frames=0, failures=[], label_counts={}, **timings)
         record(store, summary)
         return summary
-    touched_sites = sorted({f.site for f in todo})
+    touched_sites = sorted({f.site for f in todo} | set(left.get("sites", [])))
     ensure_limits([f"aurora-site-{s}" for s in touched_sites])
+    report = None
     with concurrency([f"aurora-site-{s}" for s in touched_sites], occupy=1, strict=True):
+        if todo:
+            t = time.perf_counter()
+            report = ingest_new(todo, store, image_size, dask_address)
+            timings["ingest_seconds"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
-        report = ingest_new(todo, store, image_size, dask_address)
-        timings["ingest_seconds"] = round(time.perf_counter() - t, 3)
-        only = hour_names([o.file for o in report.ingested])
-        labels = {}
-        if only:
+        embedded = embed_window(store, checkpoint, touched_sites, start, end, device, dask_address)
+        timings["embed_seconds"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        labels = classify_window(store, classifier, touched_sites, start, end)
+        timings["classify_seconds"] = round(time.perf_counter() - t, 3)
+        if centroids:
             t = time.perf_counter()
-            embed_new(store, checkpoint, only, device, dask_address)
-            timings["embed_seconds"] = round(time.perf_counter() - t, 3)
-            t = time.perf_counter()
-            labels = classify_new(store, classifier, only)
-            timings["classify_seconds"] = round(time.perf_counter() - t, 3)
-            if centroids:
-                t = time.perf_counter()
-                assign_new(store, centroids, only)
-                timings["cluster_seconds"] = round(time.perf_counter() - t, 3)
+            assign_window(store, centroids, touched_sites, start, end)
+            timings["cluster_seconds"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        events = record_events(store, labels.get("labelled", {}))
+        timings["events_seconds"] = round(time.perf_counter() - t, 3)
     timings["total_seconds"] = round(time.perf_counter() - started, 3)
     summary.update(
-        files_ingested=len(report.ingested), frames=report.frames, hours=sorted(only),
-        failures=[f"{o.file.url}: {o.problem}" for o in report.failed],
-        label_counts=labels.get("label_counts", {}), **timings,
+        files_ingested=len(report.ingested) if report else 0, frames=report.frames if report else 0,
+        hours=sorted(f"{o.file.site}/{o.file.hour_start}" for o in report.ingested) if report else [],
+        hours_embedded=embedded.get("hours_embedded", 0), hours_labelled=labels.get("hours_labelled", 0),
+        failures=[f"{o.file.url}: {o.problem}" for o in report.failed] if report else [],
+        label_counts=labels.get("label_counts", {}), events=events, **timings,
     )
     record(store, summary)
-    logger.info("label-archive: %d file(s) ingested, %d frames, %d failure(s)", summary["files_ingested"],
-                summary["frames"], len(summary["failures"]))
+    logger.info("label-archive: %d file(s) ingested, %d frames, %d hour(s) embedded, %d labelled, %d failure(s)",
+                summary["files_ingested"], summary["frames"], summary["hours_embedded"], summary["hours_labelled"],
+                len(summary["failures"]))
     return summary

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aurora_pipeline.encoder.training_frames import load_training_frames
 from aurora_pipeline.encoder.train import PretrainConfig, pretrain
+from aurora_pipeline.errors import BadInputError
+
+MIN_IMAGE_SIZE = 32  # ResNet18's five stride-2 stages leave 1 x 1 at 32 pixels
 
 
 @task(cache_policy=NO_CACHE)
@@ -23,10 +29,25 @@ def train(frames, provenance: dict, checkpoint: str, cfg: PretrainConfig, resume
                     p.steps_per_epoch, p.loss, p.images_per_second)
 
     result = pretrain(frames, cfg, checkpoint, resume=resume, progress=report, provenance=provenance)
+    speed = result.images_per_second
     return {"checkpoint": result.checkpoint, "model_id": result.model_id, "epochs": result.epochs,
+            "image_size": cfg.image_size,
             "final_loss": result.epoch_loss[-1] if result.epoch_loss else None,
-            "images_per_second": result.images_per_second, "device": result.device,
-            "mixed_precision": result.mixed_precision}
+            "images_per_second": None if speed is None or math.isnan(speed) else speed,  # None: nothing trained
+            "device": result.device, "mixed_precision": result.mixed_precision}
+
+
+def encoder_input_size(frames, image_size: int | None) -> int:
+    """The encoder's input side: ``image_size`` when asked, else the store's frame side."""
+    if image_size is not None:
+        return image_size
+    side = int(frames.shape[-1])
+    if side < MIN_IMAGE_SIZE:
+        raise BadInputError("--image-size", f"not given, and the store's frames are {side} x {side} pixels, "
+                            f"below the {MIN_IMAGE_SIZE} pixels ResNet18 needs",
+                            f"pass --image-size {MIN_IMAGE_SIZE} (frames are upsampled on the device), "
+                            f"or ingest at --image-size {MIN_IMAGE_SIZE} or more")
+    return side
 
 
 @flow(name="pretrain-encoder", log_prints=True)
@@ -42,11 +63,17 @@ def pretrain_encoder(
     seed: int = 0,
     resume: bool = False,
     max_frames: int | None = None,
-    image_size: int = 128,
+    image_size: int | None = None,
     mixed_precision: bool = True,
 ) -> dict:
-    """Pretrain the SimCLR encoder on the stored frames and checkpoint it under ``checkpoint``."""
+    """Pretrain the SimCLR encoder on the stored frames and checkpoint it under ``checkpoint``.
+
+    ``image_size`` None trains at the side of the store's frames (no resizing)."""
+    # bad settings are refused before any frame is read
     cfg = PretrainConfig(epochs=epochs, batch_size=batch_size, device=device, seed=seed,
-                         image_size=image_size, mixed_precision=mixed_precision)
+                         image_size=image_size or PretrainConfig.image_size, mixed_precision=mixed_precision)
     frames, provenance = load_frames(store, sites, start, end, max_frames, seed)
+    cfg = dataclasses.replace(cfg, image_size=encoder_input_size(frames, image_size))
+    get_run_logger().info("training at %d x %d pixels (%s) on %d frames", cfg.image_size, cfg.image_size,
+                          "asked" if image_size else "the store's frame size", len(frames))
     return train(frames, provenance, checkpoint, cfg, resume)

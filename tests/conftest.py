@@ -5,8 +5,9 @@ their settings when they are first imported. Everything stays on 127.0.0.1:
 
 - Prefect gets a throw-away PREFECT_HOME and no PREFECT_API_URL, so a flow
   called in-process starts Prefect's own temporary ("ephemeral") server with a
-  SQLite file in that home. Tests that need a real API server use
-  ``prefect_server``.
+  SQLite file in that home, with the start-up timeout the `aurora-pipeline`
+  command gives it (``flows.local_server.choose_api``). Tests that need a real
+  API server use ``prefect_server``.
 - AWS clients get dummy credentials (valid only against moto) and a region, and
   never ask the EC2 metadata service; ``s3://`` URLs reach the moto server through
   ``s3_server.storage_options()`` or the ``s3_env`` fixture. Any AWS profile,
@@ -51,8 +52,6 @@ os.environ.update(
         "PREFECT_PROFILES_PATH": os.path.join(_TEST_HOME, "prefect-home", "profiles.toml"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_ENABLED": "true",  # in-process flows start their own server
-        # The temporary server takes well over the default 20 s on a busy 2-core machine.
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_CLI_PROMPT": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
@@ -66,9 +65,15 @@ os.environ.update(
     }
 )
 for _name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL",
-              "AWS_ENDPOINT_URL_S3"):
+              "AWS_ENDPOINT_URL_S3", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
     os.environ.pop(_name, None)
 os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+# Flows called in this process get their Prefect API exactly as the `aurora-pipeline`
+# command gets it (a temporary server with the command's generous start-up timeout);
+# tests/test_cli.py checks that the command needs nothing from here.
+from flows.local_server import choose_api  # noqa: E402 - no Prefect import
+
+choose_api()
 # ------------------------------------------------------------------------------------
 
 from collections.abc import Iterator  # noqa: E402

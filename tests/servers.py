@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -362,11 +363,17 @@ def prefect_executable() -> Path:
 
 @dataclass
 class ManagedProcess:
-    """A subprocess whose stdout and stderr go to ``log_path``."""
+    """A subprocess whose stdout and stderr go to ``log_path``.
+
+    ``stop_signals`` are sent in turn by :meth:`stop`, each followed by up to ``timeout``
+    seconds of waiting: a Prefect process worker takes a first SIGINT as "take no new
+    runs" and keeps polling, and only a second one stops it (Prefect 3.8).
+    """
 
     name: str
     process: subprocess.Popen
     log_path: Path
+    stop_signals: tuple[int, ...] = (signal.SIGTERM,)
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -382,14 +389,19 @@ class ManagedProcess:
         return f"{self.name} ({state}); last lines of {self.log_path}:\n{self.log_tail()}"
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Terminate (SIGTERM), then kill after ``timeout`` seconds."""
-        if self.process.poll() is None:
-            self.process.terminate()
+        """Send ``stop_signals`` one by one (3 s apart, ``timeout`` s after the last), then kill."""
+        for i, sig in enumerate(self.stop_signals):
+            if self.process.poll() is not None:
+                return
+            self.process.send_signal(sig)
             try:
-                self.process.wait(timeout=timeout)
+                self.process.wait(timeout=timeout if i == len(self.stop_signals) - 1 else min(timeout, 3.0))
+                return
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+                continue
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=timeout)
 
 
 def _spawn(
@@ -524,16 +536,19 @@ def start_worker(
     """Start ``prefect worker start --pool <pool> --type <worker_type>`` in ``cwd``.
 
     The worker polls every second (``PREFECT_WORKER_QUERY_SECONDS=1``) so tests
-    do not wait the default 10 s. Stop it with ``.stop()``; read ``.log_tail()``
-    when a flow run does not finish.
+    do not wait the default 10 s. Stop it with ``.stop()`` (SIGINT twice, as Ctrl-C twice:
+    Prefect's process worker ignores a single one); read ``.log_tail()`` when a flow run
+    does not finish.
     """
     log_dir = Path(tempfile.mkdtemp(prefix=f"prefect-worker-{pool}-"))
     extra = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
     extra.update(env or {})
     worker_env = prefect_env(api_url, home or log_dir / "home", extra)
-    return _spawn(
+    worker = _spawn(
         f"prefect worker ({pool})",
         [str(prefect_executable()), "worker", "start", "--pool", pool, "--type", worker_type,
          "--name", f"test-{pool}-{os.getpid()}"],
         worker_env, Path(cwd), log_path or log_dir / "worker.log",
     )
+    worker.stop_signals = (signal.SIGINT, signal.SIGINT)  # as Ctrl-C twice in a terminal
+    return worker

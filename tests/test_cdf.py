@@ -283,3 +283,36 @@ def test_parse_archive_name_refuses(name, problem):
 def test_site_codes_are_four_lower_case_letters():
     assert {"gako", "gill", "atha", "fsmi", "rank"} <= set(SITES)
     assert all(len(code) == 4 and code.isalpha() and code.islower() for code in SITES)
+
+
+# --- sizes a file claims: checked before anything is allocated --------------------------------
+
+
+def _patched(tmp_path: Path, dims: tuple[int, int] | None = None, last_record: int | None = None) -> Path:
+    """A small valid legacy file (4 frames of 64 x 64) whose image variable's descriptor is
+    then edited to claim other record dimensions or another record count."""
+    import struct
+
+    times, _ = frames(4, 64)
+    path = write_asi_cdf(tmp_path / GOOD_NAME, "gako", times, np.zeros((4, 64, 64), np.uint16))
+    data = bytearray(path.read_bytes())
+    name_at = data.find(b"thg_asf_gako".ljust(256, b"\0"))  # the zVDR's Name field
+    assert name_at > 0 and struct.unpack(">iii", bytes(data[name_at + 256:name_at + 268])) == (2, 64, 64)
+    if dims is not None:
+        data[name_at + 260:name_at + 268] = struct.pack(">ii", *dims)
+    if last_record is not None:  # MaxRec sits 60 bytes before the name in a CDF 3 zVDR
+        data[name_at - 60:name_at - 56] = struct.pack(">i", last_record)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_small_file_claiming_65535_square_frames_is_refused_before_allocating(tmp_path):
+    path = _patched(tmp_path, dims=(65535, 65535))
+    assert path.stat().st_size < 64_000
+    err = rejects(path, r"claims 4 frames of 65535 x 65535 pixels .* a THEMIS imager makes at most")
+    assert err.source == str(path) and "leave it out" in err.fix
+
+
+def test_a_file_claiming_more_frames_than_it_can_hold_is_refused(tmp_path):
+    path = _patched(tmp_path, last_record=2999)  # 3,000 frames of 64 x 64 = 23 MiB in ~20 KB
+    rejects(path, r"claims 3000 frames of 64 x 64 pixels .* more than a [\d,]+-byte file can hold")

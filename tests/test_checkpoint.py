@@ -44,8 +44,9 @@ def test_round_trip_restores_the_encoder(run, parts):
     assert not loaded.training
     assert meta["provenance"] == {"source": "unit test"} and meta["config"]["image_size"] == 32
     assert meta["aurora_pipeline_version"] == aurora_pipeline.__version__
-    digest = hashlib.sha256((run / "final" / ckpt.ENCODER_FILE).read_bytes()).hexdigest()
-    assert meta["model_id"] == "simclr-" + digest[:16]
+    weights = (run / "final" / ckpt.ENCODER_FILE).read_bytes()
+    digest = hashlib.sha256(weights + json.dumps({"image_size": 32}, sort_keys=True).encode()).hexdigest()
+    assert meta["model_id"] == "simclr-" + digest[:16] == ckpt.model_id_of(weights, {"image_size": 32})
 
 
 def test_same_weights_same_model_id(run):
@@ -105,7 +106,8 @@ def test_foreign_safetensors_file_refused(tmp_path):
 
 
 def test_foreign_weights_with_a_valid_sidecar_refused(tmp_path, parts):
-    ckpt.save_checkpoint(tmp_path, encoder=nn.Linear(4, 2), head=parts[1], training_state={}, meta={})
+    ckpt.save_checkpoint(tmp_path, encoder=nn.Linear(4, 2), head=parts[1], training_state={},
+                         meta={"config": {"image_size": 32}})
     with pytest.raises(CheckpointError, match=r"not a ResNet .*missing .*unexpected"):
         ckpt.load_encoder(tmp_path)
 
@@ -113,7 +115,8 @@ def test_foreign_weights_with_a_valid_sidecar_refused(tmp_path, parts):
 def test_wrong_shapes_refused(tmp_path, parts):
     encoder = resnet18_encoder()
     encoder.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)  # an RGB stem
-    ckpt.save_checkpoint(tmp_path, encoder=encoder, head=parts[1], training_state={}, meta={})
+    ckpt.save_checkpoint(tmp_path, encoder=encoder, head=parts[1], training_state={},
+                         meta={"config": {"image_size": 32}})
     with pytest.raises(CheckpointError, match=r"wrong shapes for \['conv1.weight'\]"):
         ckpt.load_encoder(tmp_path)
 
@@ -129,7 +132,7 @@ def test_not_safetensors_refused(run):
     (run / "final" / ckpt.ENCODER_FILE).write_bytes(garbage)
     sidecar = json.loads((run / "final" / ckpt.SIDECAR_FILE).read_text())
     sidecar["files"][ckpt.ENCODER_FILE] = hashlib.sha256(garbage).hexdigest()
-    _rewrite_sidecar(run / "final", files=sidecar["files"], model_id=ckpt.model_id_of(garbage))
+    _rewrite_sidecar(run / "final", files=sidecar["files"], model_id=ckpt.model_id_of(garbage, {"image_size": 32}))
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         ckpt.load_encoder(run / "final")
 
@@ -137,6 +140,27 @@ def test_not_safetensors_refused(run):
 def test_model_id_mismatch_refused(run):
     _rewrite_sidecar(run / "final", model_id="simclr-0000000000000000")
     with pytest.raises(CheckpointError, match="is not the id of these weights"):
+        ckpt.load_encoder(run / "final")
+
+
+def test_the_model_id_covers_the_input_size_and_an_edited_one_is_refused(run, parts, tmp_path):
+    encoder, head, state = parts
+    other = ckpt.save_checkpoint(tmp_path / "at64", encoder=encoder, head=head, training_state=state,
+                                 meta={"config": {"image_size": 64}})
+    ours = ckpt.load_encoder(run / "final")[1]
+    assert other["model_id"] != ours["model_id"]  # same weights, other embeddings: another id
+    assert ckpt.load_encoder(tmp_path / "at64")[1]["model_id"] == other["model_id"]
+    sidecar = json.loads((run / "final" / ckpt.SIDECAR_FILE).read_text())
+    _rewrite_sidecar(run / "final", config={**sidecar["config"], "image_size": 64})  # edited by hand
+    with pytest.raises(CheckpointError, match="with image_size=64 .* edited after saving"):
+        ckpt.load_encoder(run / "final")
+
+
+@pytest.mark.parametrize("bad", [100000, "abc", 31, None, 64.0, True])
+def test_impossible_image_size_in_a_sidecar_is_a_checkpoint_error(run, bad):
+    sidecar = json.loads((run / "final" / ckpt.SIDECAR_FILE).read_text())
+    _rewrite_sidecar(run / "final", config={**sidecar["config"], "image_size": bad})
+    with pytest.raises(CheckpointError, match=r"config\.image_size .* not a whole number of pixels in 32\.\.512"):
         ckpt.load_encoder(run / "final")
 
 

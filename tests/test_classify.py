@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from aurora_pipeline.classify.model import (
     ClassifierConfig,
     cross_validate,
+    cross_validate_by_group,
     evaluate,
     fit_classifier,
     load_classifier,
@@ -208,3 +209,48 @@ def test_load_refuses_truncated_foreign_and_tampered_files(saved, tmp_path):
         load_classifier(out)
     with pytest.raises(CheckpointError, match="no such file"):
         load_classifier(tmp_path / "nowhere")
+
+
+# --- cross-validation by whole site-hours, and what can be measured when it cannot run -------
+
+
+def _hours(n: int, n_hours: int) -> np.ndarray:
+    return np.array([f"gako/20110106T{4 + i * n_hours // n:02d}" for i in range(n)])
+
+
+def test_grouped_cv_keeps_every_hour_whole_with_the_asked_folds():
+    X, y = _data(n=240, n_classes=2)
+    hours = _hours(len(y), 6)
+    cv = cross_validate_by_group(X, y, hours, ClassifierConfig(cv_folds=3))
+    assert cv["scheme"] == "hour_grouped" and cv["folds"] == 3 and cv["note"] is None
+    assert len(cv["fold_accuracies"]) == 3 and cv["n_samples"] == 240
+
+
+def test_grouped_cv_with_fewer_hours_than_folds_says_so():
+    X, y = _data(n=120, n_classes=2)
+    cv = cross_validate_by_group(X, y, _hours(len(y), 2), ClassifierConfig(cv_folds=5))
+    assert cv["scheme"] == "hour_grouped" and cv["folds"] == 2
+    assert cv["note"] == "2-fold instead of 5-fold: only 2 site-hours"
+
+
+def test_one_hour_falls_back_to_frame_folds_and_says_they_are_optimistic():
+    X, y = _data(n=60, n_classes=3)
+    cv = cross_validate_by_group(X, y, _hours(len(y), 1), ClassifierConfig())
+    assert cv["scheme"] == "frame_stratified" and cv["folds"] == 5
+    assert "cannot run: 1 site-hour(s)" in cv["note"] and "optimistic" in cv["note"]
+    assert 0.0 <= cv["accuracy"] <= 1.0
+
+
+def test_a_class_with_one_frame_leaves_only_the_training_accuracy():
+    X, y = _data(n=60, n_classes=2)
+    y = y.copy()
+    y[0] = "moon"
+    cv = cross_validate_by_group(X, y, _hours(len(y), 1), ClassifierConfig())
+    assert cv["scheme"] == "none" and cv["accuracy"] is None and cv["confusion_matrix"] is None
+    assert "['moon'] have a single frame" in cv["note"] and 0.0 <= cv["training_accuracy"] <= 1.0
+
+
+def test_too_few_frames_for_the_folds_names_the_command_line_option():
+    X, y = _data(n=12, n_classes=3)
+    with pytest.raises(BadInputError, match=r"lower cv_folds \(--cv-folds\)"):
+        cross_validate(X, y, ClassifierConfig(cv_folds=5))

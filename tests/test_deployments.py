@@ -176,17 +176,18 @@ def test_nightly_deployment_labels_new_files_once_and_late_hours_in_place(
     run_deployment(deployed, worker, NIGHTLY, params)
     runs = runs_table()
     assert runs["files_new"].tolist() == [2, 0, 2] and runs["files_ingested"].tolist() == [2, 0, 2]
-    assert json.loads(runs["hours"].iloc[2]) == ["gako/20110106T04", "gako/20110106T07"]
-    stored, after = {k: v for k, v in before.items() if k.startswith(f"{SITE}/2011")}, snapshot(store)
-    assert {k: after.get(k) for k in stored} == stored, "labelling the new hours rewrote hours already stored"
+    assert json.loads(runs["summary"].iloc[2])["hours"] == ["gako/2011-01-06T04", "gako/2011-01-06T07"]
+    frames_chunks = {k: v for k, v in before.items() if k.startswith(f"{SITE}/2011/frames/c/")}
+    after = snapshot(store)
+    assert frames_chunks and {k: after.get(k) for k in frames_chunks} == frames_chunks, \
+        "labelling the new hours rewrote frames of hours already stored"
 
-    # plain xarray reads the whole store: one group per site-hour, plus the run log
+    # plain xarray reads the whole store: one group per site-year with its per-hour facts, plus the run log
     tree = xr.open_datatree(store, engine="zarr", consolidated=False)
-    hours = sorted(tree[SITE].children)
-    assert hours == ["20110106T04", "20110106T05", "20110106T06", "20110106T07"]
-    for hour in hours:
-        assert {"frames", "embedding", "label", "label_probability", "cluster"} <= set(tree[SITE][hour].data_vars)
-    assert tree["runs"].sizes["run"] == 3
+    year = tree[f"{SITE}/2011"].dataset
+    assert {"frames", "embedding", "label", "label_probability", "cluster"} <= set(year.data_vars)
+    assert int((year.hour_frames > 0).sum()) == 4 and set(year.hour_classifier.values.tolist()) > {""}
+    assert tree["runs"].sizes["row"] == 3
     times = aurora_pipeline.open_site(store, SITE).time.values
     assert len(times) == 4 * FRAMES_PER_HOUR and (np.diff(times) > np.timedelta64(0, "ms")).all()
 

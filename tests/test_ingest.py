@@ -16,7 +16,7 @@ from aurora_pipeline.source.archive import list_archive, relative_path
 from aurora_pipeline.store.failures import read_failures
 from aurora_pipeline.ingest.driver import ingest
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
-from aurora_pipeline.store.zarr_layout import list_hours, zarr_store
+from aurora_pipeline.store import Store, read_inventory
 from aurora_pipeline.synth.archive import render_site_hour, write_asi_cdf, write_synthetic_archive
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -46,9 +46,10 @@ def test_real_themis_file_keeps_milliseconds(tmp_path):
     ds = aurora_pipeline.open_site(tmp_path / "s.zarr", "gako")
     assert ds.sizes["time"] == 23
     assert ds.time.values[0] == np.datetime64("2011-01-06T17:00:00.053")
-    attrs = xr.open_zarr(tmp_path / "s.zarr", group="gako/20110106T17").attrs
-    assert attrs["aurora_source_sha256"] == "ced04f7ac30fb683eee85aa810244c263de39c6c1b91323fa8b3d330d70b9a0a"
-    assert attrs["preprocess_fov_shrink"] == 0.15 and attrs["aurora_source_layout"] == "legacy"
+    facts = Store.open(tmp_path / "s.zarr").hour_facts("gako")
+    assert facts["source_sha256"].tolist() == ["ced04f7ac30fb683eee85aa810244c263de39c6c1b91323fa8b3d330d70b9a0a"]
+    assert facts["source_layout"].tolist() == ["legacy"]
+    assert ds.attrs["preprocess_fov_shrink"] == 0.15 and Store.open(tmp_path / "s.zarr").preprocess["image_size"] == 32
 
 
 def test_both_layouts_give_the_same_store_content(tmp_path):
@@ -74,17 +75,23 @@ def test_rerun_leaves_the_store_exactly_as_one_run(tmp_path):
     assert _store_snapshot(store) == before
 
 
+def _frame_chunks(store: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in (store / "gako" / "2011" / "frames" / "c").rglob("*") if p.is_file()}
+
+
 def test_late_hour_lands_in_place_without_rewriting_history(tmp_path):
     archive, store = tmp_path / "archive", tmp_path / "s.zarr"
     write_synthetic_archive(archive, sites=["gako"], start="2011-01-06T17", hours=1, frames_per_hour=12)
     ingest(list_archive(archive), store, SMALL)
-    hour17 = {p: p.stat().st_mtime_ns for p in (store / "gako" / "20110106T17").rglob("*") if p.is_file()}
+    hour17 = _frame_chunks(store)
     write_synthetic_archive(archive, sites=["gako"], start="2011-01-06T16", hours=1, frames_per_hour=12)
     report = ingest(list_archive(archive), store, SMALL)
     assert [o.file.hour for o in report.ingested] == ["2011010616"]
     times, _ = _frames_by_time(store, "gako")
     assert len(times) == 24 and (np.diff(times) > np.timedelta64(0)).all()
-    assert {p: p.stat().st_mtime_ns for p in (store / "gako" / "20110106T17").rglob("*") if p.is_file()} == hour17
+    after = _frame_chunks(store)
+    assert len(after) == len(hour17) + 1  # the late hour's own chunk, nothing else
+    assert {p: m for p, m in after.items() if p in hour17} == hour17
 
 
 def _bad_files(archive: Path) -> dict[str, Path]:
@@ -112,7 +119,7 @@ def test_bad_files_are_recorded_and_never_stop_the_others(tmp_path):
     bad = _bad_files(archive)
     report = ingest(list_archive(archive, sites=["gako"]), store, SMALL)
     assert [o.file.hour for o in report.ingested] == ["2011010605"]
-    failures = read_failures(zarr_store(store))
+    failures = read_failures(store)
     assert len(failures) == len(bad)
     for kind, path in bad.items():
         row = failures[failures["source"].str.endswith(path.name)]
@@ -122,9 +129,9 @@ def test_bad_files_are_recorded_and_never_stop_the_others(tmp_path):
     for word in ("increasing", "gill", "outside the hour"):
         assert word in problems
     # the good hour reads fine and nothing half-written is visible
-    assert list_hours(zarr_store(store), "gako") == ["20110106T05"]
+    assert read_inventory(store)["hour"].astype(str).tolist() == ["2011-01-06 05:00:00"]
     # plain pandas/xarray reads the failures table
-    assert len(xr.open_zarr(store, group="failures").to_dataframe()) == len(bad)
+    assert len(xr.open_zarr(store, group="failures", consolidated=False).to_dataframe()) == len(bad)
 
 
 def test_unknown_site_code_is_reported(tmp_path):
@@ -132,7 +139,7 @@ def test_unknown_site_code_is_reported(tmp_path):
     hour = np.datetime64("2011-01-06T05", "h")
     times, images, _ = render_site_hour("gako", hour, 4, 0, size=64)
     write_asi_cdf(archive / relative_path("zzzz", hour), "zzzz", times, images)
-    report = ingest(list_archive(archive, sites=["zzzz"]), store, SMALL)
+    report = ingest(list_archive(archive), store, SMALL)  # listed from the tree, not asked for
     assert len(report.failed) == 1 and "zzzz" in report.failed[0].problem
 
 
@@ -144,10 +151,10 @@ def test_fixed_file_leaves_the_failures_table(tmp_path):
     good = path.read_bytes()
     path.write_bytes(good[:100])
     ingest(list_archive(archive), store, SMALL)
-    assert len(read_failures(zarr_store(store))) == 1
+    assert len(read_failures(store)) == 1
     path.write_bytes(good)  # the archive re-issues the file
     ingest(list_archive(archive), store, SMALL)
-    assert len(read_failures(zarr_store(store))) == 0
+    assert len(read_failures(store)) == 0
     assert aurora_pipeline.open_site(store, "gako").sizes["time"] == 4
 
 
@@ -167,14 +174,15 @@ def test_killed_run_resumes_with_nothing_lost_or_doubled(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(archive), str(killed)])
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if (killed / "gako").exists() and len(list_hours(zarr_store(killed), "gako", complete_only=False)) >= 2:
-            break
+        if len(_frame_chunks(killed) if (killed / "gako" / "2011").exists() else {}) >= 2 * 2:
+            break  # two hours' frames written (two chunks an hour at 128 px and 200 frames)
         time.sleep(0.05)
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    started = list_hours(zarr_store(killed), "gako", complete_only=False)
-    assert 1 <= len(started) < 6, "the run was not killed half way; make the archive larger"
+    started = len(_frame_chunks(killed)) // 2
+    assert 1 <= started < 6, "the run was not killed half way; make the archive larger"
+    assert read_inventory(killed).empty  # written frames without their facts are invisible
     ingest(list_archive(archive), killed, PreprocessConfig(image_size=128))
     ingest(list_archive(archive), clean, PreprocessConfig(image_size=128))
     t1, f1 = _frames_by_time(killed, "gako")
@@ -189,3 +197,32 @@ def test_archive_without_the_official_tree_is_refused(tmp_path):
 
     with pytest.raises(BadInputError, match="thg/l1/asi"):
         list_archive(tmp_path / "not-an-archive")
+
+
+def test_ingest_with_another_image_size_is_refused(tmp_path):
+    from aurora_pipeline.errors import StoreError
+
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    write_synthetic_archive(archive, sites=["gako"], hours=1, frames_per_hour=4)
+    ingest(list_archive(archive), store, SMALL)
+    write_synthetic_archive(archive, sites=["gako"], start="2011-01-06T05", hours=1, frames_per_hour=4)
+    with pytest.raises(StoreError, match=r"image_size=32 \(asked 64\)"):
+        ingest(list_archive(archive), store, PreprocessConfig(image_size=64))
+    assert len(read_inventory(store)) == 1
+    report = ingest(list_archive(archive), store)  # no setting given: the store's own
+    assert len(report.ingested) == 1
+
+
+def test_a_bug_in_preprocessing_is_raised_not_recorded(tmp_path, monkeypatch):
+    import aurora_pipeline.ingest.driver as driver
+
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    write_synthetic_archive(archive, sites=["gako"], hours=2, frames_per_hour=4)
+
+    def broken(images, cfg):
+        raise ZeroDivisionError("injected bug")
+
+    monkeypatch.setattr(driver, "preprocess_frames", broken)
+    with pytest.raises(RuntimeError, match="unexpected error.*ZeroDivisionError.*not bad input"):
+        ingest(list_archive(archive), store, SMALL)
+    assert read_failures(store).empty

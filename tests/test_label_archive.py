@@ -77,6 +77,24 @@ def build_nightly_models(root: Path) -> NightlyModels:
     return NightlyModels(archive, trained.checkpoint, str(root / "classifier"), str(root / "centroids"))
 
 
+def hour_chunks(store: Path, *hours: str) -> dict[str, bytes]:
+    """Bytes of the frames and embedding chunks of these hours (each hour owns its chunks)."""
+    from aurora_pipeline.store import layout
+
+    out = {}
+    for hour in hours:
+        year, index = layout.hour_position(hour)
+        for name in ("frames", "embedding"):
+            step = {"frames": layout.frames_chunk(IMAGE_SIZE), "embedding": layout.EMBEDDING_CHUNK}[name]
+            first, stop = index * layout.SLOTS_PER_HOUR // step, (index + 1) * layout.SLOTS_PER_HOUR // step
+            for chunk in range(first, stop):
+                path = store / SITE / str(year) / name / "c" / str(chunk) / "0"
+                path = path / "0" if name == "frames" else path
+                if path.exists():
+                    out[str(path.relative_to(store))] = path.read_bytes()
+    return out
+
+
 def snapshot(store: Path, under: str = "", skip: tuple[str, ...] = ()) -> dict[str, bytes]:
     """Bytes of every file of ``store`` (below ``under``), minus the top-level folders in ``skip``."""
     top = store / under
@@ -104,7 +122,7 @@ def test_nightly_runs_label_new_files_once_and_late_hours_in_place(models, tmp_p
 
     first = night()
     assert (first["files_new"], first["files_ingested"], first["frames"]) == (2, 2, 2 * FRAMES_PER_HOUR)
-    assert first["hours"] == ["gako/20110106T05", "gako/20110106T06"] and first["failures"] == []
+    assert first["hours"] == ["gako/2011-01-06T05", "gako/2011-01-06T06"] and first["failures"] == []
     assert sum(first["label_counts"].values()) == 2 * FRAMES_PER_HOUR
 
     before = snapshot(store, skip=("runs",))
@@ -112,14 +130,26 @@ def test_nightly_runs_label_new_files_once_and_late_hours_in_place(models, tmp_p
     assert (second["files_new"], second["files_already_stored"], second["files_ingested"]) == (0, 2, 0)
     assert snapshot(store, skip=("runs",)) == before, "a run with nothing new changed the store"
 
-    stored_hours = snapshot(store, "gako/20110106T05") | snapshot(store, "gako/20110106T06")
+    stored_hours = hour_chunks(store, "2011-01-06T05", "2011-01-06T06")
+    assert len(stored_hours) >= 4
+    stored_values = aurora_pipeline.open_site(store, SITE).load()
     add_hour(archive, "2011-01-06T07")  # the next hour
     add_hour(archive, "2011-01-06T04")  # an older hour that arrived late
     third = night()
     assert (third["files_new"], third["files_already_stored"], third["files_ingested"]) == (2, 2, 2)
-    assert third["hours"] == ["gako/20110106T04", "gako/20110106T07"]
-    assert snapshot(store, "gako/20110106T05") | snapshot(store, "gako/20110106T06") == stored_hours, \
-        "labelling the new hours rewrote hours already stored"
+    assert third["hours"] == ["gako/2011-01-06T04", "gako/2011-01-06T07"]
+    assert hour_chunks(store, "2011-01-06T05", "2011-01-06T06") == stored_hours, \
+        "labelling the new hours rewrote the chunks of hours already stored"
+    again = aurora_pipeline.open_site(store, SITE, "2011-01-06T05", "2011-01-06T07").load()
+    xr.testing.assert_identical(again.drop_attrs(), stored_values.drop_attrs())
+
+    from aurora_pipeline.events import read_recorded_events
+
+    events = read_recorded_events(store, [SITE])  # written by the nightly runs, the late hour 04 included
+    assert len(events) and (np.diff(events["start"].to_numpy()) > np.timedelta64(0)).all()
+    assert events["start"].min().floor("h") == pd.Timestamp("2011-01-06T04")
+    assert events["end"].max() > pd.Timestamp("2011-01-06T07")
+    assert int(events["n_frames"].sum()) == 4 * FRAMES_PER_HOUR
 
     ds = aurora_pipeline.open_site(store, SITE)
     times = ds.time.values
@@ -140,6 +170,15 @@ def test_nightly_runs_label_new_files_once_and_late_hours_in_place(models, tmp_p
     runs = xr.open_zarr(store, group="runs", consolidated=False).to_dataframe()
     assert runs["files_new"].tolist() == [2, 0, 2]
     assert runs["files_ingested"].tolist() == [2, 0, 2]
+
+    # an hour ingested by hand (not embedded, labelled or clustered) is finished by the next night
+    add_hour(archive, "2011-01-06T08")
+    ingest(list_archive(archive), store)
+    fourth = night()
+    assert (fourth["files_new"], fourth["hours_embedded"], fourth["hours_labelled"]) == (0, 1, 1)
+    late = aurora_pipeline.open_site(store, SITE, "2011-01-06T08", "2011-01-06T09")
+    assert np.isfinite(late.embedding.values).all() and np.isfinite(late.label.values).all()
+    assert np.isfinite(late.cluster.values).all()
 
 
 def _stored_archive(root: Path, hours: list[str], store_hours: list[str]) -> tuple[Path, Path]:

@@ -162,3 +162,17 @@ def test_bad_settings_fail_before_any_work(oath_dir, tmp_path):
     with pytest.raises(BadInputError, match="k_max"):  # 60 images cannot hold 70 clusters: refused before loading
         prepare_data(oath_dir, tmp_path / "out", OathBenchmarkConfig(**{**TINY, "k_max": 70}))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_quick_run_is_quick_throughout_and_its_report_lists_what_is_not_the_papers():
+    from aurora_pipeline.oath.protocol import OathBenchmarkConfig
+    from aurora_pipeline.oath.report import changed_settings
+
+    assert OathBenchmarkConfig().supervised_epochs == 30
+    quick = OathBenchmarkConfig(epochs=2, image_size=32, device="cpu")
+    assert quick.supervised_epochs == 1  # scaled with epochs
+    assert OathBenchmarkConfig(epochs=2, supervised_epochs=5).supervised_epochs == 5
+    assert OathBenchmarkConfig.from_dict(quick.to_dict()) == quick
+    assert changed_settings(quick.to_dict()) == [
+        "epochs=2 (paper: 100)", "image_size=32 (paper run: 128)", "supervised_epochs=1 (paper run: 30)"]
+    assert changed_settings(OathBenchmarkConfig().to_dict()) == []

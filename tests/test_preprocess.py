@@ -67,3 +67,138 @@ def test_resize_matches_torch_antialiased_bilinear(shape, size):
     expected = F.interpolate(torch.from_numpy(x)[None], size=(size, size), mode="bilinear", antialias=True,
                              align_corners=False)[0].numpy()
     np.testing.assert_allclose(resize(x, size), expected, atol=2e-5)
+
+
+# --- byte-identical circle outputs, elevation field of view from a real skymap --------------------
+
+import hashlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from aurora_pipeline.ingest.preprocess import (  # noqa: E402
+    circle_grid_elevation,
+    field_of_view,
+    grid_coordinates,
+    resize,
+    to_uint8,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "themis"
+GAKO_SKYMAP = DATA / "skymaps" / "themis_skymap_gako_20110305-+_vXX.sav"
+GAKO_CDF = DATA / "thg_l1_asf_gako_2011010617_v01.cdf"
+needs_data = pytest.mark.skipif(not GAKO_SKYMAP.is_file() or not GAKO_CDF.is_file(),
+                                reason=f"the real THEMIS files are not in {DATA} (../shared/data is absent)")
+ELEVATION = PreprocessConfig(fov="elevation")
+
+
+@pytest.fixture(scope="module")
+def gako_sky():
+    from aurora_pipeline.source.skymap import read_skymap
+
+    return read_skymap(GAKO_SKYMAP)
+
+
+def test_circle_outputs_are_the_bytes_of_the_code_before_skymaps():
+    # sha256 of the outputs of preprocess.py as committed before the skymap option (55bada4)
+    frames = np.random.default_rng(7).integers(2000, 60000, size=(5, 256, 256)).astype(np.uint16)
+    out = preprocess_frames(frames, PreprocessConfig(image_size=128))
+    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "f83aad0906cef234"
+
+
+@needs_data
+def test_circle_outputs_of_the_real_file_are_unchanged():
+    from aurora_pipeline.source.cdf import read_asi_cdf
+
+    out = preprocess_frames(read_asi_cdf(GAKO_CDF).images, PreprocessConfig(image_size=128))
+    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "fd4f554616374199"
+
+
+def test_attrs_say_which_field_of_view():
+    circle = PreprocessConfig().as_attrs()
+    assert circle["preprocess_fov"] == "circle" and "inscribed circle (no skymap)" in circle["preprocess_method"]
+    elevation = ELEVATION.as_attrs()
+    assert elevation["preprocess_fov"] == "elevation" and elevation["preprocess_min_elevation"] == 13.5
+    assert elevation["preprocess_map_altitude_km"] == 110.0 and "elevation >=" in elevation["preprocess_method"]
+    assert PreprocessConfig.from_attrs(elevation) == ELEVATION
+    assert PreprocessConfig().setting() == {k[len("preprocess_"):]: (None if v == "none" else v)
+                                            for k, v in circle.items() if k != "preprocess_method"}
+
+
+def test_bad_elevation_settings_are_refused():
+    with pytest.raises(BadInputError, match="fov"):
+        PreprocessConfig(fov="square")
+    with pytest.raises(BadInputError, match="min_elevation"):
+        PreprocessConfig(fov="elevation", min_elevation=90)
+    with pytest.raises(BadInputError, match="map_altitude_km"):
+        PreprocessConfig(fov="elevation", map_altitude_km=100)
+    with pytest.raises(BadInputError, match="no skymap field of view"):
+        preprocess_frames(np.zeros((1, 64, 64), np.uint16), ELEVATION)
+
+
+@needs_data
+def test_elevation_field_of_view_keeps_the_pixels_above_the_threshold(gako_sky):
+    from aurora_pipeline.source.skymap import elevation_mask
+
+    fov = field_of_view(gako_sky, ELEVATION)
+    full = elevation_mask(gako_sky, 13.5)
+    assert fov.rows.stop - fov.rows.start == fov.cols.stop - fov.cols.start  # a square crop
+    assert full[fov.rows, fov.cols].sum() == full.sum()                        # nothing kept is cut off
+    np.testing.assert_array_equal(fov.mask, full[fov.rows, fov.cols])
+    assert (gako_sky.el[fov.rows, fov.cols][fov.mask] >= 13.5).all()
+    with pytest.raises(BadInputError, match="fov='elevation'"):
+        field_of_view(gako_sky, PreprocessConfig())
+    with pytest.raises(BadInputError, match="circle"):
+        preprocess_frames(np.zeros((1, 256, 256), np.uint16), PreprocessConfig(), fov)
+    with pytest.raises(BadInputError, match="for \\(256, 256\\)"):
+        preprocess_frames(np.zeros((1, 128, 128), np.uint16), ELEVATION, fov)
+
+
+@needs_data
+def test_percentiles_are_taken_inside_the_elevation_mask(gako_sky):
+    from aurora_pipeline.source.cdf import read_asi_cdf
+
+    raw = read_asi_cdf(GAKO_CDF).images[:4]
+    fov = field_of_view(gako_sky, ELEVATION)
+    low = np.isfinite(gako_sky.el) & (gako_sky.el < 13.5)
+    glaring = raw.copy()
+    glaring[:, low] = 65535  # horizon glare below the threshold must not move the stretch
+    out, out_glare = preprocess_frames(raw, ELEVATION, fov), preprocess_frames(glaring, ELEVATION, fov)
+    np.testing.assert_array_equal(out, out_glare)
+    block = raw[:, fov.rows, fov.cols].astype(np.float64)
+    inside = block[:, fov.mask]
+    m = np.percentile(inside, 1, axis=1)
+    big_m = np.percentile(inside - m[:, None], 99, axis=1)
+    expected = np.clip((block - m[:, None, None]) / big_m[:, None, None], 0, 1) * fov.mask
+    manual = to_uint8(resize(expected.astype(np.float32), 128))
+    assert np.abs(manual.astype(int) - out.astype(int)).max() <= 1
+    # with the circle, the glare is inside the kept circle and does move it
+    assert not np.array_equal(preprocess_frames(raw, PreprocessConfig()), preprocess_frames(glaring, PreprocessConfig()))
+
+
+@needs_data
+def test_coordinates_land_on_the_frames_grid(gako_sky):
+    fov = field_of_view(gako_sky, ELEVATION)
+    coords = grid_coordinates(gako_sky, fov, ELEVATION)
+    assert set(coords) == {"el", "az", "lat", "lon"} and all(v.shape == (128, 128) for v in coords.values())
+    # a "frame" whose counts are the elevation itself, cropped and resized like frames, gives the same el
+    el_frame = np.nan_to_num(gako_sky.el, nan=0.0)[None, fov.rows, fov.cols].astype(np.float32)
+    resized = resize(el_frame, 128)[0]
+    inside = coords["el"] > 20
+    assert inside.sum() > 5000 and np.abs(resized[inside] - coords["el"][inside]).max() < 1.0
+    zenith = np.unravel_index(np.nanargmax(coords["el"]), (128, 128))
+    assert coords["el"][zenith] > 88.5
+    assert abs(coords["lat"][zenith] - gako_sky.site_lat) < 0.1 and abs(coords["lon"][zenith] - gako_sky.site_lon) < 0.1
+    assert np.nanmin(coords["az"]) >= 0 and np.nanmax(coords["az"]) < 360
+    # north is up the rows on the grid too, and 150 km maps further out than 90 km
+    r, c = zenith
+    assert coords["lat"][r + 30, c] > coords["lat"][r, c] > coords["lat"][r - 30, c]
+    far = {alt: grid_coordinates(gako_sky, fov, PreprocessConfig(fov="elevation", map_altitude_km=alt))["lat"]
+           for alt in (90, 150)}
+    assert far[150][r + 40, c] > far[90][r + 40, c]
+
+
+def test_circle_grid_elevation_is_the_equidistant_fisheye():
+    el = circle_grid_elevation(PreprocessConfig(image_size=64))
+    assert el.shape == (64, 64) and np.nanmax(el) > 88
+    edge = el[32, :][np.isfinite(el[32, :])]
+    assert 12.0 < edge.min() < 16.0  # the kept circle ends near 13.5 degrees
+    assert np.isnan(el[0, 0])

@@ -135,9 +135,9 @@ def test_open_sites_and_plain_datatree(embedded, labelled):
     arcs = aurora_pipeline.open_sites(store, label="clear")
     code = list(arcs.label.attrs["flag_meanings"].split()).index("clear")
     assert (arcs.label.values == code).all()
-    tree = xr.open_datatree(store, engine="zarr")
-    hour = tree["gako/20110106T04"].dataset
-    assert {"frames", "embedding", "label", "label_probability"} <= set(hour.data_vars)
+    tree = xr.open_datatree(store, engine="zarr", consolidated=False)
+    year = tree["gako/2011"].dataset
+    assert {"frames", "embedding", "label", "label_probability", "hour_frames"} <= set(year.data_vars)
 
 
 def test_comparison_with_a_random_init_encoder_reports_both(embedded):

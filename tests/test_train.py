@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from aurora_pipeline.encoder import checkpoint as ckpt
-from aurora_pipeline.device import prefetched, resolve_device, supports_bf16
-from aurora_pipeline.embed.model import EmbedConfig, embed_batches, embed_frames
+from aurora_pipeline.device import memory_format_for, prefetched, resolve_device, supports_bf16
+from aurora_pipeline.embed.model import EmbedConfig, embed_batches, embed_frames, inference_model
+from aurora_pipeline.encoder.backbone import fold_batch_norms, frames_to_input
 from aurora_pipeline.errors import BadInputError, CheckpointError
 from aurora_pipeline.encoder.train import PretrainConfig, TrainProgress, batches_of_epoch, pretrain
 
@@ -228,6 +229,57 @@ def test_mixed_precision_embeddings_close_to_float32(encoder):
     assert mixed.dtype == np.float16
     cosine = (fp32 * mixed).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(mixed.astype(np.float32), axis=1)
     assert cosine.min() > 0.99
+
+
+def reference_embeddings(encoder, frames: np.ndarray) -> np.ndarray:
+    """The plain float32 path: the encoder as loaded, contiguous, eval mode, no folding."""
+    model = encoder.to(memory_format=torch.contiguous_format).eval()
+    with torch.no_grad():
+        return model(frames_to_input(torch.from_numpy(frames))).numpy()
+
+
+def test_default_float32_embeddings_match_the_contiguous_reference(encoder):
+    """The default path (folded batch norms, channels_last on CPUs) is the same function.
+
+    Tolerance: every frame's cosine to the reference >= 0.99999 and relative error
+    <= 1e-5; measured about 5e-7 (float32 rounding of the folded weights and of the
+    other convolution kernels)."""
+    got = embed_frames(encoder, FRAMES, EmbedConfig(device="cpu", mixed_precision=False))
+    ref = reference_embeddings(encoder, FRAMES)
+    cosine = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cosine.min() >= 0.99999
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) <= 1e-5
+    assert not np.allclose(ref[0], ref[1])  # the frames do give different embeddings
+
+
+def test_folding_removes_every_batch_norm_and_keeps_the_function(encoder):
+    folded = fold_batch_norms(encoder)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())  # the original is untouched
+    x = frames_to_input(torch.from_numpy(FRAMES[:4]))
+    with torch.no_grad():
+        a, b = encoder.eval()(x), folded(x)
+    assert float((a - b).norm() / a.norm()) <= 1e-5
+
+
+def test_inference_copy_is_reused_until_the_weights_change(encoder):
+    fmt = memory_format_for("cpu", False, "embed")
+    first = inference_model(encoder, torch.device("cpu"), fmt)
+    assert inference_model(encoder, torch.device("cpu"), fmt) is first
+    assert inference_model(encoder, torch.device("cpu"), torch.contiguous_format) is not first
+    with torch.no_grad():
+        encoder.conv1.weight.mul_(1.0)  # an in-place update, as an optimizer step makes
+    assert inference_model(encoder, torch.device("cpu"), fmt) is not first
+
+
+def test_memory_format_rule():
+    cl, contiguous = torch.channels_last, torch.contiguous_format
+    assert memory_format_for("cpu", True, "train") == cl and memory_format_for("cpu", True, "embed") == cl
+    onednn = cl if torch.backends.mkldnn.is_available() else contiguous
+    assert memory_format_for("cpu", False, "embed") == onednn and memory_format_for("cpu", False, "train") == onednn
+    assert memory_format_for("cuda", True, "embed") == cl and memory_format_for("cuda", False, "embed") == contiguous
+    with pytest.raises(BadInputError, match="kind of work"):
+        memory_format_for("cpu", False, "infer")
 
 
 def test_embedding_restores_train_mode_and_refuses_bad_frames(encoder):

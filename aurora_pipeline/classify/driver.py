@@ -15,61 +15,64 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from aurora_pipeline.classify.model import ClassifierConfig, cross_validate, evaluate, fit_classifier, save_classifier
-from aurora_pipeline.embed.driver import MODEL_ATTR
-from aurora_pipeline.errors import StoreError
+from aurora_pipeline.classify.model import (ClassifierConfig, cross_validate_by_group, evaluate, fit_classifier,
+                                            group_folds, save_classifier)
+from aurora_pipeline.errors import BadInputError, StoreError
 from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.plots import confusion_matrix_png
-from aurora_pipeline.store.zarr_layout import (
-    select_hours,
-    hour_attrs,
-    list_hours,
-    list_sites,
-    read_hour_times,
-    read_hour_variable,
-    write_hour_variables,
-    zarr_store,
-)
+from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.stages import HourRef, run_small_stage, split_done, stored_hours
+from aurora_pipeline.store.writer import ensure_labels
 
-LABEL_ATTR = "aurora_label_classifier_id"
+FACT = "classifier"
 
 
-def embedded_hours(zs, sites, start=None, end=None, only: set[str] | None = None) -> tuple[list[tuple[str, str]], str]:
-    """The (site, hour) pairs that have an embedding, and the single model id they share.
+def embedded_hours(st: Store, sites, start=None, end=None, only: set | None = None,
+                   model: str | None = None) -> tuple[list[HourRef], str]:
+    """The stored hours that have an embedding, and the single model id they share.
 
-    ``only`` limits the hours to these ``"site/YYYYMMDDTHH"`` names.
-
-    Raises StoreError when there are none, or when hours carry different models' embeddings.
+    With ``model``, only the hours embedded by that model (others are left alone).
+    ``only`` limits the hours to these (site, datetime64[h]) pairs.
+    Raises StoreError when there are none, or (without ``model``) when hours carry different models.
     """
-    pairs, models = [], {}
-    for site in sites:
-        for hour in select_hours(list_hours(zs, site), start, end):
-            if only is not None and f"{site}/{hour}" not in only:
-                continue
-            model = (hour_attrs(zs, site, hour) or {}).get(MODEL_ATTR)
-            if model:
-                pairs.append((site, hour))
-                models.setdefault(model, (site, hour))
-    if not pairs:
+    refs = [r for r in stored_hours(st, sites, start, end, only) if r.embedding_model]
+    models: dict[str, HourRef] = {}
+    for r in refs:
+        models.setdefault(r.embedding_model, r)
+    if model is not None:
+        mine = [r for r in refs if r.embedding_model == model]
+        if not mine:
+            have = ", ".join(f"{m} (e.g. {r.name})" for m, r in models.items()) or "none"
+            raise StoreError(f"no hours of sites {list(sites)} are embedded by encoder {model} (embedded by: {have}). "
+                             "Fix: run `aurora-pipeline embed` with that encoder's checkpoint, or refit on this store.")
+        return mine, model
+    if not refs:
         raise StoreError(f"no embedded hours for sites {list(sites)}. Fix: run `aurora-pipeline embed` first.")
     if len(models) > 1:
-        listed = ", ".join(f"{m} (e.g. {s}/{h})" for m, (s, h) in models.items())
+        listed = ", ".join(f"{m} (e.g. {r.name})" for m, r in models.items())
         raise StoreError(f"the store's hours were embedded by different encoders: {listed}. "
                          "Fix: re-embed with one checkpoint (`aurora-pipeline embed --overwrite`).")
-    return pairs, next(iter(models))
+    return refs, next(iter(models))
 
 
-def read_embeddings(zs, pairs: list[tuple[str, str]]) -> dict[str, tuple[np.ndarray, np.ndarray, list[tuple[str, int, int]]]]:
-    """Per site: (times (n,) datetime64[ms], embeddings (n, d) float32, [(hour, first row, stop row)])."""
+def read_hour_embedding(st: Store, ref: HourRef) -> np.ndarray:
+    """One hour's embeddings (n, d) float32."""
+    return np.asarray(st.year_group(ref.site, ref.year)["embedding"][ref.slots], dtype=np.float32)
+
+
+def read_embeddings(st: Store, refs: list[HourRef]) -> dict[str, tuple[np.ndarray, np.ndarray, list[tuple[str, int, int]]]]:
+    """Per site: (times (n,) datetime64[ms], embeddings (n, d) float32, [(site-hour name, first row, stop row)])."""
+    from aurora_pipeline.store.regions import read_rows
+
     out: dict[str, list] = {}
-    for site, hour in pairs:
-        t = read_hour_times(zs, site, hour)
-        x = read_hour_variable(zs, site, hour, "embedding").astype(np.float32)
-        times, xs, spans = out.setdefault(site, [[], [], []])
+    for ref in refs:
+        t = read_rows(st.year_group(ref.site, ref.year), "time", np.arange(ref.slots.start, ref.slots.stop)).astype("datetime64[ms]")
+        x = read_hour_embedding(st, ref)
+        times, xs, spans = out.setdefault(ref.site, [[], [], []])
         first = sum(len(a) for a in times)
         times.append(t)
         xs.append(x)
-        spans.append((hour, first, first + len(t)))
+        spans.append((ref.name, first, first + len(t)))
     return {s: (np.concatenate(t), np.concatenate(x), spans) for s, (t, x, spans) in out.items()}
 
 
@@ -102,10 +105,10 @@ def fit_from_store(
     kept out of the fit and reported as held-out metrics (whole hours, because frames
     seconds apart are nearly identical and would leak across a random split).
     """
-    zs = zarr_store(store, storage_options)
-    sites = list_sites(zs)
-    pairs, encoder_id = embedded_hours(zs, sites)
-    per_site = read_embeddings(zs, pairs)
+    st = Store.open(store, storage_options)
+    sites = st.sites()
+    pairs, encoder_id = embedded_hours(st, sites)
+    per_site = read_embeddings(st, pairs)
     labels = read_labels_csv(labels_csv)
     matched, report = match_labels(labels, {s: v[0] for s, v in per_site.items()}, known_sites=sites, strict=strict)
     held, hours = split_by_hours(matched, {s: v[2] for s, v in per_site.items()}, holdout_hours_fraction)
@@ -113,19 +116,36 @@ def fit_from_store(
     y = np.concatenate([m.class_name for m in matched.values()])
     class_names = sorted(set(y.tolist()))
     fit_rows = ~held
-    cv = cross_validate(X[fit_rows], y[fit_rows], cfg, class_names=class_names,
-                        splits=hour_folds(y[fit_rows], hours[fit_rows], cfg))
+    check_fit_classes(y, fit_rows, labels_csv, holdout_hours_fraction)
+    cv = cross_validate_by_group(X[fit_rows], y[fit_rows], hours[fit_rows], cfg, class_names=class_names)
     clf = fit_classifier(X[fit_rows], y[fit_rows], cfg, encoder_id=encoder_id, class_names=class_names)
     holdout = evaluate(clf, X[held], y[held]) if held.any() else None
     out_dir = Path(out_dir)
     save_classifier(clf, out_dir, metrics={"cross_validation": cv, "holdout": holdout}, overwrite=overwrite)
-    confusion_matrix_png(np.asarray(cv["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png",
-                         title=f"cross-validated confusion matrix ({len(y[fit_rows])} frames)")
+    if cv["confusion_matrix"] is not None:
+        confusion_matrix_png(np.asarray(cv["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png",
+                             title=f"cross-validated confusion matrix ({len(y[fit_rows])} frames)")
     if holdout is not None:
         confusion_matrix_png(np.asarray(holdout["confusion_matrix"]), class_names, out_dir / "confusion_matrix_holdout.png",
                              title=f"held-out confusion matrix ({int(held.sum())} frames)")
     return FitReport(str(out_dir), clf.classifier_id, encoder_id, int(len(y)), class_names, cv, holdout,
                      {"rows": report.n_rows, "matched": report.n_matched, "problems": report.problems()})
+
+
+def check_fit_classes(y: np.ndarray, fit_rows: np.ndarray, labels_csv, holdout_hours_fraction: float) -> None:
+    """Refuse, naming the labels file, labels that leave fewer than two classes to fit, or a
+    class that lives only in the held-out hours."""
+    present = sorted(set(y.tolist()))
+    if len(present) < 2:
+        raise BadInputError(str(labels_csv), f"the labels that match stored frames name only the class(es) {present}; "
+                            "a classifier needs at least two", "label frames of at least two classes")
+    fitted = set(y[fit_rows].tolist())
+    only_held = [c for c in present if c not in fitted]
+    if only_held:
+        raise BadInputError("--holdout-hours-fraction", f"{holdout_hours_fraction} leaves class(es) {only_held} "
+                            f"of {labels_csv} only in the held-out hours, so the fit never sees them",
+                            "lower --holdout-hours-fraction (0 holds nothing out), or label those classes in "
+                            "earlier hours too")
 
 
 def split_by_hours(matched: dict, spans: dict[str, list[tuple[str, int, int]]],
@@ -149,58 +169,39 @@ def split_by_hours(matched: dict, spans: dict[str, list[tuple[str, int, int]]],
 
 
 def hour_folds(y: np.ndarray, hours: np.ndarray, cfg: ClassifierConfig):
-    """Cross-validation folds that keep each site-hour whole (stratified by class as far as
-    possible). Frames seconds apart are near copies, so folds that split an hour score the
-    classifier on frames it has practically seen. Fewer folds than ``cfg.cv_folds`` when a
-    class lives in too few hours; None (plain stratified folds, optimistic) when no split
-    into whole hours leaves every class in every training part.
-    """
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    classes = set(y.tolist())
-    for n_splits in range(min(cfg.cv_folds, len(set(hours.tolist()))), 1, -1):
-        folder = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=cfg.seed)
-        folds = list(folder.split(np.zeros(len(y)), y, groups=hours))
-        if all(set(y[train].tolist()) == classes for train, _ in folds):  # every fold can learn every class
-            return folds
-    return None
+    """Folds of whole site-hours (``classify.model.group_folds``), or None when none can be made."""
+    return group_folds(y, hours, cfg)
 
 
-def label_dataset(clf, proba: np.ndarray) -> xr.Dataset:
-    """``label`` (time) int8 and ``label_probability`` (time, class) float32 for one hour."""
-    ids = {"aurora_classifier_id": clf.classifier_id, "aurora_encoder_id": clf.encoder_id}
-    codes = np.arange(len(clf.class_names), dtype=np.int8)
-    return xr.Dataset(
-        {
-            "label": ("time", np.argmax(proba, axis=1).astype(np.int8), {
-                "long_name": "most probable class of the frame (logistic regression on the SimCLR embedding)",
-                "units": "1", "flag_values": codes.tolist(), "flag_meanings": " ".join(clf.class_names), **ids}),
-            "label_probability": (("time", "class"), proba.astype(np.float32), {
-                "long_name": "class probability", "units": "1", "valid_range": [0.0, 1.0], **ids}),
-        },
-        coords={"class": ("class", np.array(clf.class_names, dtype=object), {"long_name": "class name"})},
-    )
+def label_rows(proba: np.ndarray) -> dict[str, np.ndarray]:
+    """``label`` (n,) int8 (most probable class) and ``label_probability`` (n, k) float32 of one hour."""
+    return {"label": np.argmax(proba, axis=1).astype(np.int8), "label_probability": proba.astype(np.float32)}
 
 
 def classify_store(store, clf, *, sites=None, start=None, end=None, storage_options: dict | None = None,
-                   only: set[str] | None = None) -> dict:
-    """Write labels for every embedded hour; hours already labelled by this classifier are skipped."""
-    zs = zarr_store(store, storage_options)
-    sites = [s.lower() for s in (sites or list_sites(zs))]
-    pairs, encoder_id = embedded_hours(zs, sites, start, end, only)
-    if encoder_id != clf.encoder_id:
-        raise StoreError(f"the classifier {clf.classifier_id} was fitted on encoder {clf.encoder_id}'s embeddings, "
-                         f"but the store's embeddings come from {encoder_id}. Fix: refit with `aurora-pipeline "
-                         "fit-classifier` on this store.")
-    done, skipped, counts = [], [], np.zeros(len(clf.class_names), dtype=np.int64)
-    for site, hour in pairs:
-        if (hour_attrs(zs, site, hour) or {}).get(LABEL_ATTR) == clf.classifier_id:
-            skipped.append(f"{site}/{hour}")
-            continue
-        proba = clf.predict_proba(read_hour_variable(zs, site, hour, "embedding").astype(np.float32))
-        ds = label_dataset(clf, proba)
-        counts += np.bincount(ds["label"].values, minlength=len(counts))
-        write_hour_variables(zs, site, hour, ds, LABEL_ATTR, clf.classifier_id)
-        done.append(f"{site}/{hour}")
-    return {"hours_labelled": len(done), "hours_skipped": len(skipped),
-            "label_counts": dict(zip(clf.class_names, counts.tolist()))}
+                   only: set | None = None) -> dict:
+    """Write labels for every hour embedded by the classifier's encoder; hours already labelled
+    by this classifier are skipped. ``only``: (site, datetime64[h]) pairs to limit to."""
+    st = Store.open(store, storage_options, mode="a")
+    sites = [s.lower() for s in (sites or st.sites())]
+    try:
+        refs, _ = embedded_hours(st, sites, start, end, only, model=clf.encoder_id)
+    except StoreError as err:
+        raise StoreError(f"the classifier {clf.classifier_id} was fitted on encoder {clf.encoder_id}'s embeddings: "
+                         f"{err} Fix: refit with `aurora-pipeline fit-classifier` on this store.") from None
+    todo, done = split_done(refs, FACT, clf.classifier_id)
+    counts = np.zeros(len(clf.class_names), dtype=np.int64)
+    for site, year in sorted({(r.site, r.year) for r in todo}):
+        ensure_labels(st, site, year, list(clf.class_names))
+
+    def compute(ref, embedding):
+        rows = label_rows(clf.predict_proba(embedding))
+        counts[:] += np.bincount(rows["label"], minlength=len(counts))
+        return rows
+
+    run_small_stage(st, todo, FACT, clf.classifier_id, read=lambda ref: read_hour_embedding(st, ref), compute=compute)
+    labelled: dict[str, list[str]] = {}
+    for r in todo:
+        labelled.setdefault(r.site, []).append(str(r.hour))
+    return {"hours_labelled": len(todo), "hours_skipped": len(done),
+            "label_counts": dict(zip(clf.class_names, counts.tolist())), "labelled": labelled}

@@ -17,24 +17,28 @@ from aurora_pipeline.embed.model import EmbedConfig, embed_frames
 from aurora_pipeline.classify.driver import hour_folds, split_by_hours
 from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.encoder.backbone import resnet18_encoder
-from aurora_pipeline.store.zarr_layout import list_hours, list_sites, read_hour_times, read_hour_variable, zarr_store
+from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.regions import read_rows
+from aurora_pipeline.store.stages import stored_hours
 
 
 def labelled_frames(store, labels_csv, holdout_hours_fraction: float):
     """(frames uint8 (n, s, s), classes (n,), held_out (n,) bool, site-hour (n,)) of the frames
     named in ``labels_csv``."""
-    zs = zarr_store(store, read_only=True)
-    times, spans = {}, {}
-    for site in list_sites(zs):
-        hours = list_hours(zs, site)
-        if hours:
-            parts = [read_hour_times(zs, site, h) for h in hours]
-            stops = np.cumsum([len(t) for t in parts])
+    st = Store.open(store)
+    times, spans, refs = {}, {}, {}
+    for site in st.sites():
+        site_refs = stored_hours(st, [site])
+        if site_refs:
+            parts = [read_rows(st.year_group(site, r.year), "time", np.arange(r.slots.start, r.slots.stop)).astype("datetime64[ms]")
+                     for r in site_refs]
+            stops = np.cumsum([len(p) for p in parts])
             times[site] = np.concatenate(parts)
-            spans[site] = [(h, int(stop - len(t)), int(stop)) for h, t, stop in zip(hours, parts, stops)]
+            spans[site] = [(r.name, int(stop - len(p)), int(stop)) for r, p, stop in zip(site_refs, parts, stops)]
+            refs[site] = site_refs
     matched, _ = match_labels(read_labels_csv(labels_csv), times, strict=False)
     held, groups = split_by_hours(matched, spans, holdout_hours_fraction)
-    frames = [np.concatenate([read_hour_variable(zs, site, h, "frames") for h, _, _ in spans[site]])[m.frame_index]
+    frames = [np.concatenate([st.year_group(site, r.year)["frames"][r.slots] for r in refs[site]])[m.frame_index]
               for site, m in matched.items()]
     classes = [m.class_name for m in matched.values()]
     return np.concatenate(frames), np.concatenate(classes), held, groups

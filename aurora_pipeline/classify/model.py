@@ -209,7 +209,7 @@ def cross_validate(
         if counts.min() < cfg.cv_folds:
             few = {n: int(c) for n, c in zip(names, counts) if c < cfg.cv_folds}
             raise BadInputError("y", f"classes with fewer rows than the {cfg.cv_folds} folds: {few}",
-                                "label more frames of those classes or lower cv_folds")
+                                "label more frames of those classes or lower cv_folds (--cv-folds)")
         folder = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
         splits = folder.split(np.zeros(len(codes)), codes)
     fold_acc, all_true, all_pred = [], [], []
@@ -225,6 +225,80 @@ def cross_validate(
     out = classification_metrics(np.concatenate(all_true), np.concatenate(all_pred), names, kind="cross_validation")
     out.update(accuracy=float(np.mean(fold_acc)), accuracy_std=float(np.std(fold_acc)), fold_accuracies=fold_acc)
     return out
+
+
+def group_folds(y: np.ndarray, groups: np.ndarray, cfg: ClassifierConfig) -> list | None:
+    """Cross-validation folds that keep each group (a site-hour) whole, stratified by class as
+    far as possible: ``cfg.cv_folds`` of them, or fewer when there are fewer groups or a class
+    lives in too few groups; None when no split into whole groups (of at least 2 folds) leaves
+    every class in every training part."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y, groups = np.asarray(y), np.asarray(groups)
+    classes = set(y.tolist())
+    for n_splits in range(min(cfg.cv_folds, len(set(groups.tolist()))), 1, -1):
+        folder = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=cfg.seed)
+        with warnings.catch_warnings():  # "the least populated class has only n members": handled below
+            warnings.simplefilter("ignore", UserWarning)
+            folds = list(folder.split(np.zeros(len(y)), y, groups=groups))
+        if all(set(y[train].tolist()) == classes for train, _ in folds):  # every fold can learn every class
+            return folds
+    return None
+
+
+def cross_validate_by_group(X: np.ndarray, y: Sequence[str], groups: Sequence[str],
+                            cfg: ClassifierConfig = ClassifierConfig(),
+                            class_names: Sequence[str] | None = None) -> dict:
+    """Cross-validated metrics with folds of whole groups (site-hours), or what can be measured.
+
+    Frames seconds apart are near copies, so folds that split an hour score the classifier on
+    frames it has practically seen. The result is ``cross_validate``'s dict plus ``scheme``,
+    ``folds`` and ``note``:
+
+    - ``"hour_grouped"``: ``folds`` folds of whole groups; ``note`` says why when fewer than
+      ``cfg.cv_folds`` (fewer groups than folds, or a class in too few groups);
+    - ``"frame_stratified"``: no split into whole groups leaves every class in every training
+      part (e.g. one site-hour), so stratified folds over frames; optimistic, and ``note`` says so;
+    - ``"none"``: not even that (a class has a single frame): the metrics are None and
+      ``training_accuracy`` is the accuracy on the fitted rows themselves (optimistic).
+
+    Raises:
+        BadInputError: as fit_classifier.
+    """
+    X = check_features(X, "X")
+    y, groups = np.asarray(y).astype(str), np.asarray(groups).astype(str)
+    codes, names = _encode_labels(y, len(X), class_names)
+    n_groups, asked = len(set(groups.tolist())), cfg.cv_folds
+    folds = group_folds(y, groups, cfg)
+    if folds is not None:
+        out = cross_validate(X, y, cfg, class_names=names, splits=folds)
+        note = None
+        if len(folds) < asked:
+            note = (f"{len(folds)}-fold instead of {asked}-fold: " + (
+                f"only {n_groups} site-hours" if n_groups < asked else
+                "a class lives in too few site-hours for more whole-hour folds"))
+        return {**out, "scheme": "hour_grouped", "folds": len(folds), "note": note}
+    counts = np.bincount(codes, minlength=len(names))
+    k = int(min(asked, counts.min()))
+    why = (f"hour-grouped cross-validation cannot run: {n_groups} site-hour(s), and no split into "
+           f"at least 2 folds of whole hours leaves every class in every training part")
+    if k >= 2:
+        folder_cfg = dataclasses.replace(cfg, cv_folds=k)
+        out = cross_validate(X, y, folder_cfg, class_names=names)
+        return {**out, "scheme": "frame_stratified", "folds": k,
+                "note": why + f"; {k}-fold stratified over frames instead, optimistic (frames of one hour "
+                              "fall in both the fitted and the scored part)"}
+    model = _fit_codes(X, codes, names, cfg, encoder_id="training-accuracy")
+    few = [n for n, c in zip(names, counts) if c < 2]
+    return {"kind": "cross_validation", "scheme": "none", "folds": 0, "class_names": list(names),
+            "n_samples": int(len(y)), "accuracy": None, "accuracy_std": None, "fold_accuracies": [],
+            "precision": None, "recall": None, "f1": None, "confusion_matrix": None,
+            "training_accuracy": float(np.mean(model.predict(X) == codes)),
+            "note": why + f"; nor can frame-level folds (class(es) {few} have a single frame): "
+                          "only the accuracy on the fitted frames themselves is reported (optimistic). "
+                          "Label more frames and hours for a real estimate"}
 
 
 def evaluate(clf: LinearClassifier, X: np.ndarray, y: Sequence[str]) -> dict:

@@ -13,43 +13,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
+from aurora_pipeline.classify.driver import embedded_hours, read_embeddings, read_hour_embedding
 from aurora_pipeline.cluster.model import ClusterConfig, Centroids, assign_clusters, load_centroids, save_centroids, scan_k
-from aurora_pipeline.classify.driver import embedded_hours, read_embeddings
+from aurora_pipeline.errors import StoreError
 from aurora_pipeline.plots import montage_png, silhouette_png
-from aurora_pipeline.store.zarr_layout import hour_attrs, list_sites, read_hour_variable, write_hour_variables, zarr_store
+from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.stages import run_small_stage, split_done
+from aurora_pipeline.store.writer import ensure_cluster
 
-CLUSTER_ATTR = "aurora_cluster_centroids_id"
-
-
-def cluster_dataset(labels: np.ndarray, centroids: Centroids) -> xr.Dataset:
-    return xr.Dataset({"cluster": ("time", labels.astype(np.int16), {
-        "long_name": "K-means cluster of the frame's SimCLR embedding", "units": "1",
-        "valid_range": [0, centroids.k - 1], "aurora_centroids_id": centroids.centroids_id,
-        "aurora_encoder_id": centroids.encoder_id})})
+FACT = "centroids"
 
 
 def assign_store(store, centroids: Centroids, *, sites=None, start=None, end=None, storage_options=None,
-                 only: set[str] | None = None) -> dict:
-    """Write ``cluster`` for every embedded hour not yet assigned with these centroids."""
-    zs = zarr_store(store, storage_options)
-    sites = [s.lower() for s in (sites or list_sites(zs))]
-    pairs, encoder_id = embedded_hours(zs, sites, start, end, only)
-    if encoder_id != centroids.encoder_id:
-        from aurora_pipeline.errors import StoreError
-
-        raise StoreError(f"centroids {centroids.centroids_id} come from encoder {centroids.encoder_id}, the store's "
-                         f"embeddings from {encoder_id}. Fix: rerun `aurora-pipeline cluster` on this store.")
-    written = 0
-    for site, hour in pairs:
-        if (hour_attrs(zs, site, hour) or {}).get(CLUSTER_ATTR) == centroids.centroids_id:
-            continue
-        x = read_hour_variable(zs, site, hour, "embedding").astype(np.float32)
-        write_hour_variables(zs, site, hour, cluster_dataset(assign_clusters(x, centroids.centroids), centroids),
-                             CLUSTER_ATTR, centroids.centroids_id)
-        written += 1
-    return {"hours_assigned": written, "hours": len(pairs)}
+                 only: set | None = None) -> dict:
+    """Write ``cluster`` for every hour embedded by the centroids' encoder and not yet assigned with them."""
+    st = Store.open(store, storage_options, mode="a")
+    sites = [s.lower() for s in (sites or st.sites())]
+    try:
+        refs, _ = embedded_hours(st, sites, start, end, only, model=centroids.encoder_id)
+    except StoreError as err:
+        raise StoreError(f"centroids {centroids.centroids_id} come from encoder {centroids.encoder_id}: {err} "
+                         "Fix: rerun `aurora-pipeline cluster` on this store.") from None
+    todo, done = split_done(refs, FACT, centroids.centroids_id)
+    for site, year in sorted({(r.site, r.year) for r in todo}):
+        ensure_cluster(st, site, year, centroids.k)
+    run_small_stage(st, todo, FACT, centroids.centroids_id, read=lambda ref: read_hour_embedding(st, ref),
+                    compute=lambda ref, x: {"cluster": assign_clusters(x, centroids.centroids).astype(np.int16)})
+    return {"hours_assigned": len(todo), "hours": len(refs)}
 
 
 def cluster_store(
@@ -63,10 +54,10 @@ def cluster_store(
     storage_options: dict | None = None,
 ) -> dict:
     """Scan k, save centroids and plots in ``out_dir``, and write ``cluster`` for the sites' hours."""
-    zs = zarr_store(store, storage_options)
-    sites = [s.lower() for s in (sites or list_sites(zs))]
-    pairs, encoder_id = embedded_hours(zs, sites)
-    per_site = read_embeddings(zs, pairs)
+    st = Store.open(store, storage_options, mode="a")
+    sites = [s.lower() for s in (sites or st.sites())]
+    pairs, encoder_id = embedded_hours(st, sites)
+    per_site = read_embeddings(st, pairs)
     rows = [(site, i) for site, (t, _, _) in per_site.items() for i in range(len(t))]
     X = np.concatenate([x for _, x, _ in per_site.values()])
     rng = np.random.default_rng(cfg.seed)
@@ -75,7 +66,7 @@ def cluster_store(
     out_dir = Path(out_dir)
     save_centroids(scan, out_dir, encoder_id, overwrite=overwrite)
     centroids = load_centroids(out_dir, expected_encoder_id=encoder_id)
-    assigned = assign_store(store, centroids, sites=sites, storage_options=storage_options)
+    assigned = assign_store(st, centroids, sites=sites)
     silhouette_png(scan.ks, scan.silhouettes, scan.best_k, out_dir / "silhouette_vs_k.png",
                    title=f"K-means on SimCLR embeddings ({scan.sample_size} frames scored)")
     labels = assign_clusters(X, centroids.centroids)
@@ -83,20 +74,17 @@ def cluster_store(
     for k in range(centroids.k):
         members = np.flatnonzero(labels == k)
         pick = rng.choice(members, min(8, len(members)), replace=False) if len(members) else []
-        montage[f"cluster {k} ({len(members)})"] = np.stack([_frame(zs, per_site, rows[i]) for i in pick]) if len(pick) else np.zeros((0, 8, 8))
+        montage[f"cluster {k} ({len(members)})"] = np.stack([_frame(st, per_site, rows[i]) for i in pick]) if len(pick) else np.zeros((0, 8, 8))
     montage_png({k: v for k, v in montage.items() if len(v)}, out_dir / "cluster_montage.png",
                 title=f"random frames of each of the {centroids.k} clusters")
     return {"best_k": scan.best_k, "silhouettes": dict(zip(scan.ks.tolist(), np.round(scan.silhouettes, 4).tolist())),
             "centroids": str(out_dir), "centroids_id": centroids.centroids_id, "frames": int(len(X)), **assigned}
 
 
-def _frame(zs, per_site, row: tuple[str, int]) -> np.ndarray:
+def _frame(st: Store, per_site, row: tuple[str, int]) -> np.ndarray:
     site, i = row
-    for hour, first, stop in per_site[site][2]:
+    for name, first, stop in per_site[site][2]:
         if first <= i < stop:
-            import zarr
-
-            from aurora_pipeline.store.zarr_layout import hour_group
-
-            return zarr.open_array(zs, path=f"{hour_group(site, hour)}/frames", mode="r")[i - first]
+            hour = np.datetime64(name.split("/", 1)[1], "h")
+            return st.read_hour(site, hour, ("frames",))["frames"][i - first]
     raise IndexError(row)

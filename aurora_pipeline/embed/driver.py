@@ -1,36 +1,29 @@
-"""Embed the store's frames: Zarr frames in, ``embedding`` (time, feature) out, hour by hour.
+"""Embed the store's frames: ``frames`` in, ``embedding`` (slot, feature) out, hour by hour.
 
-Each site-hour group gets an ``embedding`` variable beside ``frames``, on the same
-time axis, carrying the encoder's model id. An hour is done when its group attribute
-``aurora_embedding_model_id`` names the model, set after the variable is written; a
-rerun with the same model skips it, and a different model is refused unless
-``overwrite=True`` (two models' embeddings never mix in one variable).
+Each hour's embeddings are region-written into its own chunks beside its frames; the
+hour's ``embedding_model`` fact names the encoder once they are written (see
+``aurora_pipeline.store.stages``). A rerun with the same model skips the hour; another
+model's embeddings are refused unless ``overwrite=True`` (the nightly run passes it for
+its window, so a new deployment model re-embeds what it labels). Re-embedding an hour
+clears its labels and clusters, which derive from the embeddings.
 
-Memory stays flat: one hour (about 1,200 frames) is in memory at a time, and the
-next hour is read while the current one is embedded.
+Memory stays flat: one hour (about 1,200 frames) is in memory at a time, and the next
+hour is read while the current one is embedded.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import xarray as xr
 
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store.zarr_layout import (
-    select_hours,
-    hour_attrs,
-    list_hours,
-    list_sites,
-    read_hour_variable,
-    write_hour_variables,
-    zarr_store,
-)
+from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.stages import run_stage, split_done, stored_hours
+from aurora_pipeline.store.writer import ensure_embedding, write_embedding
 
-MODEL_ATTR = "aurora_embedding_model_id"
+FACT = "embedding_model"
 
 
 @dataclass
@@ -50,55 +43,16 @@ class EmbedReport:
         }
 
 
-def hours_to_embed(zs, sites, start, end, model_id: str, overwrite: bool, only: set[str] | None = None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(to do, already done with this model); refuses another model's embeddings unless ``overwrite``.
-
-    ``only`` limits the hours to these ``"site/YYYYMMDDTHH"`` names (the nightly run's new hours).
-    """
-    todo, done, foreign = [], [], []
-    for site in sites:
-        for hour in select_hours(list_hours(zs, site), start, end):
-            if only is not None and f"{site}/{hour}" not in only:
-                continue
-            existing = (hour_attrs(zs, site, hour) or {}).get(MODEL_ATTR)
-            if existing == model_id and not overwrite:
-                done.append((site, hour))
-            else:
-                if existing and existing != model_id:
-                    foreign.append((site, hour, existing))
-                todo.append((site, hour))
+def hours_to_embed(st: Store, sites, start, end, model_id: str, overwrite: bool, only=None):
+    """(to do, already done with this model); refuses another model's embeddings unless ``overwrite``."""
+    todo, done = split_done(stored_hours(st, sites, start, end, only), FACT, model_id)
+    foreign = [r for r in todo if r.embedding_model]
     if foreign and not overwrite:
-        site, hour, other = foreign[0]
+        r = foreign[0]
         raise StoreError(
-            f"{len(foreign)} hour(s) already hold embeddings of another model (e.g. {site}/{hour}: {other}; "
-            f"this checkpoint is {model_id}). Fix: pass --overwrite to replace them, or embed into another store."
-        )
+            f"{len(foreign)} hour(s) already hold embeddings of another model (e.g. {r.name}: {r.embedding_model}; "
+            f"this checkpoint is {model_id}). Fix: pass --overwrite to replace them, or embed into another store.")
     return todo, done
-
-
-def write_embedding(zs, site: str, hour: str, embedding: np.ndarray, model_id: str, dtype: str) -> None:
-    """Write ``embedding`` (n, d) beside the hour's frames, then record the model id on the group."""
-    ds = xr.Dataset(
-        {
-            "embedding": (
-                ("time", "feature"),
-                embedding.astype(dtype),
-                {
-                    "units": "1",
-                    "long_name": "SimCLR encoder representation h (ResNet18 pooled features)",
-                    "aurora_model_id": model_id,
-                },
-            )
-        },
-        coords={"feature": ("feature", np.arange(embedding.shape[1], dtype=np.int32), {"long_name": "feature index", "units": "1"})},
-    )
-    chunks = (min(1024, max(len(embedding), 1)), embedding.shape[1])
-    write_hour_variables(zs, site, hour, ds, MODEL_ATTR, model_id, {"embedding": {"chunks": chunks}})
-
-
-def read_hour_frames(zs, site: str, hour: str) -> np.ndarray:
-    """The frames (n, s, s) uint8 of one site-hour."""
-    return read_hour_variable(zs, site, hour, "frames")
 
 
 def embed_store(
@@ -113,35 +67,36 @@ def embed_store(
     dtype: str = "float32",
     storage_options: dict | None = None,
     on_hour=None,
-    only: set[str] | None = None,
+    only: set | None = None,
 ) -> EmbedReport:
-    """Embed every complete hour of ``sites`` in ``[start, end)`` not yet embedded by ``model_id``.
+    """Embed every stored hour of ``sites`` in ``[start, end)`` not yet embedded by ``model_id``.
 
     ``embed_hour(frames uint8 (n, s, s)) -> float32 (n, d)`` runs the model (see
-    ``aurora_pipeline.embed.model``). Reads of the next hour and writes of the previous one
-    overlap the model's work.
+    ``aurora_pipeline.embed.model``). ``only``: (site, datetime64[h]) pairs to limit to.
     """
-    zs = zarr_store(store, storage_options)
-    sites = [s.lower() for s in (sites or list_sites(zs))]
-    todo, done = hours_to_embed(zs, sites, start, end, model_id, overwrite, only)
-    report = EmbedReport(hours_skipped=[f"{s}/{h}" for s, h in done])
+    st = Store.open(store, storage_options, mode="a")
+    sites = [s.lower() for s in (sites or st.sites())]
+    todo, done = hours_to_embed(st, sites, start, end, model_id, overwrite, only)
+    report = EmbedReport(hours_skipped=[r.name for r in done])
     started = time.perf_counter()
-    with cf.ThreadPoolExecutor(max_workers=2) as pool:
-        pending_read = pool.submit(read_hour_frames, zs, *todo[0]) if todo else None
-        pending_write = None
-        for i, (site, hour) in enumerate(todo):
-            frames = pending_read.result()
-            pending_read = pool.submit(read_hour_frames, zs, *todo[i + 1]) if i + 1 < len(todo) else None
-            embedding = embed_hour(frames)
-            if pending_write is not None:
-                pending_write.result()
-            pending_write = pool.submit(write_embedding, zs, site, hour, embedding, model_id, dtype)
-            report.hours_embedded.append(f"{site}/{hour}")
-            report.frames += len(frames)
-            if on_hour is not None:
-                on_hour(site, hour, len(frames))
-        if pending_write is not None:
-            pending_write.result()
+    ready: set[tuple[str, int]] = set()
+
+    def read(ref):
+        return st.year_group(ref.site, ref.year)["frames"][ref.slots]
+
+    def write(ref, embedding):
+        if (ref.site, ref.year) not in ready:
+            ensure_embedding(st, ref.site, ref.year, embedding.shape[1], dtype)
+            ready.add((ref.site, ref.year))
+        write_embedding(st, ref.site, ref.year, ref.index, embedding.astype(dtype))
+
+    def progress(ref):
+        report.hours_embedded.append(ref.name)
+        if on_hour is not None:
+            on_hour(ref.site, ref.name, ref.frames)
+
+    report.frames = run_stage(st, todo, FACT, model_id, read=read, compute=lambda ref, frames: embed_hour(frames),
+                              write=write, on_hour=progress)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -160,15 +115,15 @@ def embed_with_checkpoint(
     dask_address: str | None = None,
     storage_options: dict | None = None,
     on_hour=None,
-    only: set[str] | None = None,
+    only: set | None = None,
 ) -> dict:
     """Load the encoder of ``checkpoint`` (a path or fsspec URL) and embed the store with it.
 
     With ``dask_address`` the hours are split by site across the cluster's workers, each
     loading the encoder once (GPU workers when the cluster has them).
     """
-    from aurora_pipeline.encoder.checkpoint import load_encoder
     from aurora_pipeline.embed.model import EmbedConfig, embed_frames
+    from aurora_pipeline.encoder.checkpoint import load_encoder
 
     cfg = EmbedConfig(batch_size=batch_size, device=device, dtype="float32")
     if dask_address:
@@ -177,8 +132,8 @@ def embed_with_checkpoint(
     image_size = meta["config"]["image_size"]
     report = embed_store(
         store, lambda frames: embed_frames(model, frames, cfg, image_size), meta["model_id"],
-        sites=sites, start=start, end=end, overwrite=overwrite, dtype=dtype, storage_options=storage_options, on_hour=on_hour,
-        only=only,
+        sites=sites, start=start, end=end, overwrite=overwrite, dtype=dtype, storage_options=storage_options,
+        on_hour=on_hour, only=only,
     )
     return {"model_id": meta["model_id"], **report.summary()}
 
@@ -186,11 +141,12 @@ def embed_with_checkpoint(
 def _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, address, storage_options, only) -> dict:
     from aurora_pipeline.dask_cluster import dask_client
 
-    zs = zarr_store(store, storage_options)
-    sites = [s.lower() for s in (sites or list_sites(zs))]
+    st = Store.open(store, storage_options)
+    sites = [s.lower() for s in (sites or st.sites())]
+    url = st.local_path or st.url
     with dask_client(address) as client:
         futures = client.map(
-            lambda site: embed_with_checkpoint(store, checkpoint, sites=[site], start=start, end=end, device=device,
+            lambda site: embed_with_checkpoint(url, checkpoint, sites=[site], start=start, end=end, device=device,
                                                overwrite=overwrite, dtype=dtype, storage_options=storage_options, only=only),
             sites, pure=False,
         )

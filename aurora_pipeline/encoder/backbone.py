@@ -19,6 +19,10 @@ size >= 32 pixels; it should be used at the size it was trained at.
 
 Shapes: input (n, 1, H, W) float32 in [0, 1] -> output (n, 512) float32.
 
+For embedding (eval mode only), ``fold_batch_norms`` returns a copy with every
+batch norm folded into the convolution before it: the same function up to float
+rounding, with one pass fewer over each layer's activations.
+
 Example:
     >>> encoder = resnet18_encoder()
     >>> h = encoder(torch.rand(8, 1, 128, 128))   # (8, 512)
@@ -26,9 +30,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from aurora_pipeline._torchvision_compat import import_torchvision
 from aurora_pipeline.errors import BadInputError
@@ -61,6 +68,40 @@ def resnet18_encoder() -> nn.Module:
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.fc = nn.Identity()
     return model
+
+
+def fold_batch_norms(encoder: nn.Module) -> nn.Module:
+    """An eval-mode copy of a ResNet encoder with each BatchNorm2d folded into its convolution.
+
+    In eval mode a batch norm is a fixed per-channel scale and shift, so
+    ``bn(conv(x))`` equals one convolution with rescaled weights and a bias
+    (``torch.nn.utils.fusion.fuse_conv_bn_eval``). The folded copy computes the same
+    function up to float32 rounding (relative difference about 5e-7 on ResNet18) and
+    skips one read and write of every activation. It is for inference only: it has
+    no batch statistics to train.
+
+    Args:
+        encoder: a torchvision ResNet (``resnet18_encoder``), in either mode; it is not changed.
+
+    Returns:
+        A new module in eval mode, on the encoder's device. A module that is not a
+        torchvision ResNet is returned as an unchanged eval-mode copy.
+    """
+    folded = copy.deepcopy(encoder).eval()
+    if not all(hasattr(folded, name) for name in ("conv1", "bn1", "layer1", "layer4")):
+        return folded
+    folded.conv1 = fuse_conv_bn_eval(folded.conv1, folded.bn1)
+    folded.bn1 = nn.Identity()
+    for layer in (folded.layer1, folded.layer2, folded.layer3, folded.layer4):
+        for block in layer:
+            for conv_name, bn_name in (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")):
+                if isinstance(getattr(block, bn_name, None), nn.BatchNorm2d):
+                    setattr(block, conv_name, fuse_conv_bn_eval(getattr(block, conv_name), getattr(block, bn_name)))
+                    setattr(block, bn_name, nn.Identity())
+            down = getattr(block, "downsample", None)
+            if isinstance(down, nn.Sequential) and len(down) == 2 and isinstance(down[1], nn.BatchNorm2d):
+                block.downsample = nn.Sequential(fuse_conv_bn_eval(down[0], down[1]))
+    return folded
 
 
 def frames_to_input(frames: torch.Tensor, image_size: int | None = None) -> torch.Tensor:

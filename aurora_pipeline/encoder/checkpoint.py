@@ -15,8 +15,12 @@ Layout of a training run's directory (``checkpoint_dir`` of ``train.pretrain``):
 
 The sidecar holds the resolved training config, the training data's provenance (as
 given by the caller), the package version, the sha256 of every file and the model id,
-``"simclr-"`` + the first 16 hex digits of the sha256 of ``encoder.safetensors``. The
-same weights always get the same id, so embeddings can name the exact model.
+``"simclr-"`` + the first 16 hex digits of the sha256 of ``encoder.safetensors`` and of
+the settings that change what the encoder makes of a frame (:data:`EMBEDDING_SETTINGS`:
+the input side frames are resized to). The same weights and settings always get the
+same id, and no two models that embed differently share one, so embeddings can name
+the exact model. A sidecar whose settings were edited after saving no longer matches
+its id and is refused, as are settings no encoder could have been trained with.
 
 Every file is written to a temporary name and renamed into place, the sidecar last: a
 checkpoint is complete when its sidecar exists and every file matches its recorded
@@ -52,12 +56,41 @@ SIDECAR_FILE = "state.json"
 LATEST_FILE = "latest"
 FINAL_DIR = "final"
 FORMAT = "aurora-pipeline simclr checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model id covers EMBEDDING_SETTINGS as well as the weights
+# config keys that change the embedding of a frame, hashed into the model id with the weights
+EMBEDDING_SETTINGS = ("image_size",)
+IMAGE_SIZE_RANGE = (32, 512)  # ResNet18 needs 32 pixels; THEMIS frames are 256, so 512 is already 2x upsampled
 
 
-def model_id_of(encoder_bytes: bytes) -> str:
-    """The model id: ``"simclr-"`` + 16 hex digits of the sha256 of the encoder file."""
-    return "simclr-" + hashlib.sha256(encoder_bytes).hexdigest()[:16]
+def model_id_of(encoder_bytes: bytes, settings: dict[str, Any] | None = None) -> str:
+    """The model id: ``"simclr-"`` + 16 hex digits of the sha256 of the encoder file and of
+    ``settings`` (the sidecar config's :data:`EMBEDDING_SETTINGS`, as canonical JSON)."""
+    digest = hashlib.sha256(encoder_bytes)
+    digest.update(json.dumps(embedding_settings(settings or {}), sort_keys=True).encode())
+    return "simclr-" + digest.hexdigest()[:16]
+
+
+def embedding_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The values of :data:`EMBEDDING_SETTINGS` in a config (None where absent)."""
+    return {key: config.get(key) for key in EMBEDDING_SETTINGS}
+
+
+def check_embedding_settings(sidecar: dict, where: str) -> dict[str, Any]:
+    """The sidecar's embedding settings, refused when no encoder could have been trained with them.
+
+    Raises:
+        CheckpointError: no config, or ``image_size`` not a whole number of pixels in IMAGE_SIZE_RANGE.
+    """
+    config = sidecar.get("config")
+    fix = "Fix: use the checkpoint as training wrote it (copy it again), or retrain."
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where}: {SIDECAR_FILE} has no training config, so the encoder's input size "
+                              f"is unknown. {fix}")
+    size, (low, high) = config.get("image_size"), IMAGE_SIZE_RANGE
+    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+        raise CheckpointError(f"{where}: {SIDECAR_FILE} has config.image_size {size!r}, not a whole number of "
+                              f"pixels in {low}..{high}. {fix}")
+    return embedding_settings(config)
 
 
 def epoch_dir_name(epoch: int) -> str:
@@ -117,7 +150,7 @@ def save_checkpoint(
     sidecar = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model_id": model_id_of(blobs[ENCODER_FILE]),
+        "model_id": model_id_of(blobs[ENCODER_FILE], meta.get("config")),
         "aurora_pipeline_version": aurora_pipeline.__version__,
         "torch_version": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -306,7 +339,8 @@ def load_encoder(
 
     Raises:
         CheckpointError: missing sidecar, hash mismatch, not safetensors, wrong keys
-            or shapes, or the sidecar's model id disagrees with the weights.
+            or shapes, an impossible ``image_size``, or the sidecar's model id disagrees
+            with the weights and settings.
     """
     from aurora_pipeline.device import resolve_device
     from aurora_pipeline.encoder.backbone import resnet18_encoder
@@ -314,10 +348,13 @@ def load_encoder(
     checkpoint = resolve_checkpoint(path_or_url, storage_options)
     sidecar, blobs = read_verified(checkpoint, (ENCODER_FILE,), storage_options)
     data = blobs[ENCODER_FILE]
-    if sidecar.get("model_id") != model_id_of(data):
+    settings = check_embedding_settings(sidecar, checkpoint)
+    if sidecar.get("model_id") != model_id_of(data, settings):
+        shown = ", ".join(f"{k}={v}" for k, v in settings.items())
         raise CheckpointError(
             f"{checkpoint}: model_id {sidecar.get('model_id')!r} in {SIDECAR_FILE} is not the id of these weights "
-            f"({model_id_of(data)}). Fix: do not edit sidecars by hand; copy the checkpoint again."
+            f"with {shown} ({model_id_of(data, settings)}): the sidecar was edited after saving. "
+            "Fix: do not edit sidecars by hand; copy the checkpoint again."
         )
     encoder = resnet18_encoder()
     load_weights(encoder, data, f"{checkpoint}/{ENCODER_FILE}")

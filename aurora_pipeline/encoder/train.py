@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from aurora_pipeline.encoder import checkpoint as ckpt
-from aurora_pipeline.device import autocast, check_device_name, memory_format, prefetched, resolve_device, use_mixed_precision
+from aurora_pipeline.device import autocast, check_device_name, memory_format, memory_format_for, prefetched, resolve_device, use_mixed_precision
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
 from aurora_pipeline.encoder.augment import AugmentConfig, AugmentParams, apply_params, sample_params
@@ -71,7 +71,7 @@ class PretrainConfig:
     seed: int = 0                       # initial weights, batch order and augmentations
     image_size: int = 128               # frames are resized to this side (pixels) on the device
     device: str = "auto"                # "auto" (GPU if any), "cpu" or "cuda"
-    mixed_precision: bool = True        # bf16 autocast + channels_last where the hardware does bf16
+    mixed_precision: bool = True        # bf16 autocast where the hardware does bf16 natively
     projection_hidden_dim: int = 512    # rows of W1 in g(h)
     projection_dim: int = 128           # length of z = g(h)
     augment: AugmentConfig = AugmentConfig()  # crop + top-bottom flip; extras off
@@ -88,8 +88,9 @@ class PretrainConfig:
                 raise BadInputError(name, f"must be a positive integer, got {value!r}.", f"use e.g. {getattr(PretrainConfig, name)}.")
         if self.batch_size < 2:
             raise BadInputError("batch_size", "must be >= 2: NT-Xent needs other frames as negatives.", "use 128.")
-        if self.image_size < 32:
-            raise BadInputError("image_size", f"must be >= 32 pixels for ResNet18, got {self.image_size}.", "use 128.")
+        if not 32 <= self.image_size <= 512:
+            raise BadInputError("image_size", f"must be in 32..512 pixels (ResNet18 needs 32; THEMIS frames are 256), "
+                                f"got {self.image_size}.", "use 128, or leave it out to train at the store's size.")
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise BadInputError("lr/weight_decay", f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}.", "use 3e-4 and 0.")
         check_temperature(self.temperature)
@@ -141,7 +142,8 @@ def _seeds(seed: int) -> tuple[int, int, int]:
 
 
 def build_model(cfg: PretrainConfig, device: torch.device, channels_last: bool) -> tuple[nn.Module, nn.Module]:
-    """Encoder and projection head with seeded initial weights, on ``device``."""
+    """Encoder and projection head with seeded initial weights, on ``device`` (the
+    encoder channels_last or contiguous; ``pretrain`` follows ``memory_format_for``)."""
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(_seeds(cfg.seed)[0])
         encoder = resnet18_encoder()
@@ -216,7 +218,7 @@ def pretrain(
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     mixed = use_mixed_precision(device, cfg.mixed_precision)
-    encoder, head = build_model(cfg, device, mixed)
+    encoder, head = build_model(cfg, device, memory_format_for(device, mixed, "train") == torch.channels_last)
     optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     _, order_seed, augment_seed = _seeds(cfg.seed)
     order_gen = torch.Generator().manual_seed(order_seed)
@@ -263,7 +265,7 @@ def train_step(encoder, head, optimizer, batch: torch.Tensor, params: AugmentPar
     """One SimCLR step on a batch of uint8 frames (k, H, W); returns the loss (on the device, not synced)."""
     x = frames_to_input(batch.to(device, non_blocking=True), cfg.image_size)
     views = apply_params(x.repeat_interleave(2, dim=0), params.to(device, non_blocking=True), cfg.image_size)
-    views = views.contiguous(memory_format=memory_format(mixed))
+    views = views.contiguous(memory_format=memory_format_for(device, mixed, "train"))
     with autocast(device, mixed):
         z = head(encoder(views))
     loss = nt_xent_loss(z, cfg.temperature)  # in float32 whatever the autocast

@@ -11,10 +11,9 @@ budget is met, so a sample costs no more reads than it holds.
 from __future__ import annotations
 
 import numpy as np
-import zarr
-
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store.zarr_layout import select_hours, hour_group, list_hours, list_sites, zarr_store
+from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.stages import stored_hours
 
 
 def load_training_frames(
@@ -32,16 +31,15 @@ def load_training_frames(
     Provenance names the store, sites, time range, hours, frame count and sampling.
     Raises ``StoreError`` when nothing matches.
     """
-    zs = zarr_store(store, storage_options, read_only=True)
-    sites = [s.lower() for s in (sites or list_sites(zs))]
-    pieces = []  # (site, hour, start, stop) ranges of whole chunks
-    for site in sites:
-        for hour in select_hours(list_hours(zs, site), start, end):
-            arr = zarr.open_array(zs, path=f"{hour_group(site, hour)}/frames", mode="r")
-            step = arr.chunks[0]
-            pieces += [(site, hour, i, min(i + step, arr.shape[0])) for i in range(0, arr.shape[0], step)]
+    st = Store.open(store, storage_options)
+    sites = [s.lower() for s in (sites or st.sites())]
+    pieces = []  # (site, year, first slot, stop slot): whole store chunks of the stored frames
+    for ref in stored_hours(st, sites, start, end):
+        step = st.year_group(ref.site, ref.year)["frames"].chunks[0]
+        first, stop = ref.slots.start, ref.slots.stop
+        pieces += [(ref.site, ref.year, a, min(a + step, stop)) for a in range(first, stop, step)]
     if not pieces:
-        raise StoreError(f"{store}: no frames for sites {sites} in [{start}, {end}). Fix: ingest them first.")
+        raise StoreError(f"{st.url}: no frames for sites {sites} in [{start}, {end}). Fix: ingest them first.")
     total = sum(b - a for _, _, a, b in pieces)
     sampled = max_frames is not None and total > max_frames
     if sampled:
@@ -53,24 +51,24 @@ def load_training_frames(
             keep.append(pieces[i])
             count += pieces[i][3] - pieces[i][2]
         pieces = sorted(keep)
-    arrays = {}
-    out = []
-    for site, hour, a, b in pieces:
-        key = (site, hour)
-        if key not in arrays:
-            arrays[key] = zarr.open_array(zs, path=f"{hour_group(site, hour)}/frames", mode="r")
-        out.append(arrays[key][a:b])
+    out = [st.year_group(site, year)["frames"][a:b] for site, year, a, b in pieces]
     frames = np.concatenate(out)
     if max_frames is not None:
         frames = frames[:max_frames]
     provenance = {
-        "store": str(store),
+        "store": st.url,
         "sites": sites,
         "start": start,
         "end": end,
-        "hours": sorted({f"{s}/{h}" for s, h, _, _ in pieces}),
+        "hours": sorted({f"{s}/{_hour_name(y, a)}" for s, y, a, _ in pieces}),
         "frames": int(len(frames)),
         "frames_available": int(total),
         "sampling": f"random whole chunks, seed {seed}" if sampled else "all frames",
     }
     return frames, provenance
+
+
+def _hour_name(year: int, slot: int) -> str:
+    from aurora_pipeline.store import layout
+
+    return str(layout.hour_at(year, slot // layout.SLOTS_PER_HOUR))[:13]

@@ -1,14 +1,18 @@
 """Ingest: archive CDF files -> preprocessed frames in the Zarr store.
 
-A short chain of small steps (pangeo-forge style):
+A short chain of small steps (pangeo-forge style), each item carrying its position:
 
-1. ``plan`` compares the archive listing with the store's inventory and keeps the
-   files that are new, changed (another size) or were never completed.
-2. ``ingest_file`` (one per file, run in parallel on Dask workers) fetches the file,
-   reads it with cdflib, preprocesses it and writes its own site-hour group. It never
-   raises for bad input: it returns a ``FileOutcome`` saying what went wrong.
-3. ``ingest`` maps step 2 over the plan on a Dask client and, as the single writer,
-   records failures and a history line in the store.
+1. ``plan`` compares the archive listing with the store's per-hour facts and keeps the
+   files that are new, changed (another name or size) or never completed.
+2. ``ingest_file`` (one per file, in parallel on Dask workers) fetches the file, reads
+   it with cdflib, preprocesses it and region-writes the hour's frames into its own
+   chunks. Bad input (``BadInputError``) and a fetch that still fails after its
+   retries come back as a failed ``FileOutcome``; anything else is a bug or a store
+   that cannot be written, and is raised.
+3. ``ingest`` is the driver and the single writer of the facts: it hides hours being
+   rewritten, maps step 2, commits each written hour (times, provenance, then the frame
+   count that makes it visible), records failures, and only then re-raises an
+   unexpected error, so the hours that did succeed are kept.
 
 Example:
     >>> files = list_archive("archive/", sites=["gako"])
@@ -17,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,12 +30,19 @@ from pathlib import Path
 import numpy as np
 
 from aurora_pipeline import __version__
+from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.hours import hour_range, hour_stamp
+from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
 from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
 from aurora_pipeline.source.cdf import read_asi_cdf
-from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.store.failures import Failure, update_failures
-from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
-from aurora_pipeline.store.zarr_layout import _now, ensure_root, hour_key, inventory, write_hour_frames, zarr_store
+from aurora_pipeline.store.core import Store, utc_now
+from aurora_pipeline.store.failures import Failure, record_failures
+from aurora_pipeline.store.read import hour_facts
+from aurora_pipeline.store.writer import HourWrite, commit_hours, hide_hours, write_frames
+
+log = logging.getLogger(__name__)
+FETCH_ERRORS = (OSError, TimeoutError, ConnectionError)
+COMMIT_EVERY = 32  # hours committed per facts write while a long ingest runs
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,8 @@ class FileOutcome:
     seconds: float = 0.0
     first_time: str = ""
     last_time: str = ""
+    written: HourWrite | None = None   # what the driver commits for an ingested file
+    chunks: tuple[str, ...] = ()       # chunk keys the frames write touched
 
 
 @dataclass
@@ -75,22 +89,35 @@ class IngestReport:
         }
 
 
+def preprocess_setting(cfg: PreprocessConfig) -> dict:
+    """The parameters that make a store's frames what they are (the store holds exactly one setting)."""
+    return cfg.setting()
+
+
+def store_config(store, default: PreprocessConfig | None = None) -> PreprocessConfig:
+    """The store's preprocessing setting as a config (``default`` or the paper's for a new store)."""
+    try:
+        setting = Store.open(store).preprocess
+    except Exception:  # noqa: BLE001 - no store yet (or not readable): the caller's open says why
+        setting = None
+    return PreprocessConfig(**setting) if setting else (default or PreprocessConfig())
+
+
 def plan(files: list[ArchiveFile], store, *, storage_options: dict | None = None) -> tuple[list[ArchiveFile], list[ArchiveFile]]:
     """Split ``files`` into (to ingest, already stored unchanged).
 
-    A file counts as stored when its site-hour group is complete and records the same
-    file name and size. A changed size (a re-issued file) or a new version is ingested again.
+    A file counts as stored when its hour is visible and records the same file name and
+    size. A re-issued file (another size) or a new version is ingested again.
     """
-    zs = zarr_store(store, storage_options)
+    st = Store.open(store, storage_options, mode="a")
     todo, done = [], []
-    by_site: dict[str, list[ArchiveFile]] = {}
-    for f in files:
-        by_site.setdefault(f.site, []).append(f)
-    for site, site_files in by_site.items():
-        stored = inventory(zs, site, [f.hour for f in site_files])
-        for f in site_files:
-            entry = stored.get(hour_key(f.hour))
-            same = entry is not None and entry["file"] == f.name and (f.size is None or entry["size"] == f.size)
+    for site in sorted({f.site for f in files}):
+        facts = hour_facts(st, site)
+        stored = {hour_stamp(h): (name, size) for h, name, size in
+                  zip(facts["hour"].to_numpy(), facts["source_file"], facts["source_size"])}
+        for f in (f for f in files if f.site == site):
+            entry = stored.get(f.hour)
+            same = entry is not None and entry[0] == f.name and (f.size is None or int(entry[1]) == f.size)
             (done if same else todo).append(f)
     return todo, done
 
@@ -103,47 +130,43 @@ def ingest_file(
     storage_options: dict | None = None,
     archive_storage_options: dict | None = None,
     cache_dir: str | None = None,
+    fov=None,
 ) -> FileOutcome:
-    """Fetch, read, preprocess and write one site-hour file; bad input becomes a failed outcome."""
+    """Fetch, read, preprocess and region-write one site-hour file (a worker's step).
+
+    ``fov``: the skymap field of view of the file's hour (``ingest.preprocess.field_of_view``),
+    None for the inscribed circle. Returns a failed outcome for bad input and for a fetch
+    that failed after its retries; raises anything else (a bug, a store that cannot be written).
+    """
     started = time.perf_counter()
     local = None
     try:
-        local = fetch(file, cache_dir or tempfile.gettempdir(), archive_storage_options)
+        try:
+            local = fetch(file, cache_dir or tempfile.gettempdir(), archive_storage_options)
+        except FETCH_ERRORS as err:
+            return FileOutcome(file, "failed", problem=f"could not be fetched after retries ({type(err).__name__}: {err})",
+                               fix="check the archive's address and the network; the next run tries again",
+                               seconds=time.perf_counter() - started)
         frames = read_asi_cdf(str(local), name=file.url, expected_site=file.site)
         _check_hour(frames.times, file)
-        images = preprocess_frames(frames.images, cfg)
-        attrs = {
-            "aurora_source_file": file.name,
-            "aurora_source_url": file.url,
-            "aurora_source_sha256": sha256_of(local),
-            "aurora_source_size": int(local.stat().st_size),
-            "aurora_source_layout": frames.layout,
-            "aurora_frames": int(len(images)),
-            "aurora_pipeline_version": __version__,
-            "history": f"{_now()} ingested from {file.name} by aurora-pipeline {__version__}",
-            **cfg.as_attrs(),
-        }
-        write_hour_frames(zarr_store(store, storage_options), file.site, file.hour, frames.times, images, attrs)
-        return FileOutcome(
-            file, "ingested", len(images), seconds=time.perf_counter() - started,
-            first_time=str(frames.times[0]), last_time=str(frames.times[-1]),
-        )
+        images = preprocess_frames(frames.images, cfg, fov)
+        st = Store.open(store, storage_options, mode="a")
+        chunks = write_frames(st, file.site, file.hour_start, images)
+        written = HourWrite(hour=file.hour_start, times=frames.times.astype("datetime64[ms]"), source_file=file.name,
+                            source_url=file.url, source_sha256=sha256_of(local), source_size=int(local.stat().st_size),
+                            source_layout=frames.layout, skymap=fov.skymap if fov is not None else "")
+        return FileOutcome(file, "ingested", len(images), seconds=time.perf_counter() - started,
+                           first_time=str(frames.times[0]), last_time=str(frames.times[-1]), written=written,
+                           chunks=tuple(chunks))
     except BadInputError as err:
         return FileOutcome(file, "failed", problem=err.problem, fix=err.fix, seconds=time.perf_counter() - started)
-    except Exception as err:  # noqa: BLE001 - one broken file must never stop the night; the cause is recorded
-        return FileOutcome(
-            file, "failed", problem=f"{type(err).__name__}: {err}",
-            fix="rerun later if the error is transient; otherwise report it with the file",
-            seconds=time.perf_counter() - started,
-        )
     finally:
         if local is not None and not is_local(file.url):
             Path(local).unlink(missing_ok=True)
 
 
 def _check_hour(times: np.ndarray, file: ArchiveFile) -> None:
-    start = file.hour_start.astype("datetime64[ms]")
-    end = start + np.timedelta64(3600_000, "ms")
+    start, end = hour_range(file.hour)
     outside = int(np.count_nonzero((times < start) | (times >= end)))
     if outside:
         raise BadInputError(
@@ -157,40 +180,134 @@ def _check_hour(times: np.ndarray, file: ArchiveFile) -> None:
 def ingest(
     files: list[ArchiveFile],
     store,
-    cfg: PreprocessConfig = PreprocessConfig(),
+    cfg: PreprocessConfig | None = None,
     *,
     client=None,
     storage_options: dict | None = None,
     archive_storage_options: dict | None = None,
     skip_stored: bool = True,
     on_outcome=None,
+    skymaps: str | None = None,
+    skymap_storage_options: dict | None = None,
 ) -> IngestReport:
     """Ingest ``files`` into ``store``, in parallel on ``client`` (a ``distributed.Client``) or serially.
 
-    Files already stored unchanged are skipped (idempotent). Failures are recorded in
-    the store's failures table; files ingested now leave it. ``on_outcome(outcome)`` is
-    called as each file finishes (for progress logs).
+    ``cfg`` None means the store's own preprocessing setting (the paper's for a new store);
+    another setting than the store's is refused (StoreError). Files already stored
+    unchanged are skipped. Failures are appended to the store's failures table; files
+    ingested now are marked resolved there. ``on_outcome(outcome)`` is called as each
+    file finishes. An unexpected error of a file is raised once the others are recorded.
+
+    ``skymaps`` (a UCalgary skymap tree: folder, https:// mirror or s3://) cuts the field of
+    view by elevation (``cfg.fov == "elevation"``) with the skymap valid at each hour, and
+    stores the skymap's el/az/lat/lon on the frames' grid; an hour with no valid skymap is
+    that file's failure.
     """
-    zs = zarr_store(store, storage_options)
-    todo, done = plan(files, store, storage_options=storage_options) if skip_stored else (list(files), [])
+    st = Store.open(store, storage_options, mode="a")
+    cfg = cfg or store_config(st, PreprocessConfig(fov="elevation") if skymaps else None)
+    _check_fov(cfg, skymaps)
+    st.set_preprocess(preprocess_setting(cfg), cfg.as_attrs())
+    todo, done = plan(files, st) if skip_stored else (list(files), [])
     report = IngestReport(skipped=done)
     if not todo:
         return report  # nothing new: the store is left exactly as it was
-    ensure_root(zs, f"ingest of {len(todo)} archive file(s)")
+    fovs: dict[str, object] = {}
+    if cfg.fov == "elevation":
+        todo, fovs, no_skymap = _skymap_fovs(st, todo, cfg, skymaps, skymap_storage_options)
+        report.outcomes += no_skymap
+    for site in sorted({f.site for f in todo}):
+        hide_hours(st, site, [f.hour_start for f in todo if f.site == site])
     kwargs = dict(storage_options=storage_options, archive_storage_options=archive_storage_options)
-    if client is None:
-        results = (ingest_file(f, store, cfg, **kwargs) for f in todo)
-    else:
-        from distributed import as_completed
-
-        futures = client.map(ingest_file, todo, store=str(store), cfg=cfg, pure=False, **kwargs)
-        results = (fut.result() for fut in as_completed(futures))
-    for outcome in results:
+    errors: list[tuple[ArchiveFile, BaseException]] = []
+    pending: list[FileOutcome] = []
+    for file, outcome, error in _run(todo, st.local_path or st.url, cfg, client, kwargs, fovs):
+        if error is not None:
+            log.error("ingest of %s raised %s", file.url, error, exc_info=error)
+            errors.append((file, error))
+            continue
         report.outcomes.append(outcome)
+        if outcome.written is not None:
+            pending.append(outcome)
+        if len(pending) >= COMMIT_EVERY:
+            _commit(st, pending)
+            pending = []
         if on_outcome is not None:
             on_outcome(outcome)
-    failures = [Failure(o.file.url, o.file.site, o.file.hour, o.problem, o.fix, _now()) for o in report.failed]
-    if report.outcomes:
-        update_failures(zs, failures, {o.file.url for o in report.ingested})
+    _commit(st, pending)
+    now = utc_now()
+    failures = [Failure(o.file.url, o.file.site, o.file.hour, o.problem, o.fix, now) for o in report.failed]
+    record_failures(st, failures, {o.file.url for o in report.ingested}, now)
+    st.add_history(f"ingested {len(report.ingested)} archive file(s), {len(report.failed)} failed, "
+                   f"{len(errors)} error(s) (aurora-pipeline {__version__})")
     report.outcomes.sort(key=lambda o: (o.file.site, o.file.hour))
+    if errors:
+        file, error = errors[0]
+        raise RuntimeError(f"ingest of {file.url} failed with an unexpected error ({type(error).__name__}: {error}); "
+                           f"{len(errors)} file(s) raised, {len(report.ingested)} ingested and kept. This is a bug "
+                           "or a store that cannot be written, not bad input: see the traceback above.") from error
     return report
+
+
+def _commit(st: Store, outcomes: list[FileOutcome]) -> None:
+    for site in sorted({o.file.site for o in outcomes}):
+        commit_hours(st, site, [o.written for o in outcomes if o.file.site == site])
+
+
+def _check_fov(cfg: PreprocessConfig, skymaps: str | None) -> None:
+    if cfg.fov == "elevation" and not skymaps:
+        raise BadInputError("--skymaps", "this store's frames are cut by the skymap's elevation (fov=elevation) and no "
+                            "skymaps were given", "pass --skymaps DIR|URL (the UCalgary skymap tree)")
+    if cfg.fov == "circle" and skymaps:
+        raise BadInputError("--skymaps", "this store was made with the inscribed circle (no skymaps)",
+                            "ingest into a new store to use skymaps, or leave --skymaps out")
+
+
+def _skymap_fovs(st: Store, todo, cfg, skymaps, storage_options):
+    """(files that have a skymap, {file url: FieldOfView}, failed outcomes of files without one).
+
+    Each skymap used is read once and its coordinates stored in the site-years that use it.
+    """
+    from aurora_pipeline.ingest.preprocess import field_of_view, grid_coordinates
+    from aurora_pipeline.source.skymap import read_skymap_file, skymaps_for_files
+    from aurora_pipeline.store.writer import ensure_skymap
+
+    chosen, missing = skymaps_for_files(todo, skymaps, storage_options)
+    failed = [FileOutcome(f, "failed", problem=missing[f.url].problem, fix=missing[f.url].fix)
+              for f in todo if f.url in missing]
+    loaded, fovs = {}, {}
+    with tempfile.TemporaryDirectory(prefix="aurora-skymaps-") as cache:
+        for f in (f for f in todo if f.url in chosen):
+            sky_file = chosen[f.url]
+            if sky_file.url not in loaded:
+                sky = read_skymap_file(sky_file, cache, storage_options)
+                fov = field_of_view(sky, cfg)
+                loaded[sky_file.url] = (sky, fov, grid_coordinates(sky, fov, cfg))
+            sky, fov, coords = loaded[sky_file.url]
+            ensure_skymap(st, f.site, int(f.hour[:4]), sky, fov, coords, cfg.map_altitude_km)
+            fovs[f.url] = fov
+    return [f for f in todo if f.url in chosen], fovs, failed
+
+
+def _ingest_with_fov(file: ArchiveFile, fov, **kwargs) -> FileOutcome:
+    return ingest_file(file, fov=fov, **kwargs)
+
+
+def _run(todo, store_url, cfg, client, kwargs, fovs):
+    """Yield (file, outcome, unexpected error) as files finish, serially or on Dask."""
+    if client is None:
+        for f in todo:
+            try:
+                yield f, ingest_file(f, store_url, cfg, fov=fovs.get(f.url), **kwargs), None
+            except Exception as err:  # noqa: BLE001 - re-raised by the driver once the others are recorded
+                yield f, None, err
+        return
+    from distributed import as_completed
+
+    futures = client.map(_ingest_with_fov, todo, [fovs.get(f.url) for f in todo], store=store_url, cfg=cfg, pure=False,
+                         **kwargs)
+    by_future = dict(zip(futures, todo))
+    for fut in as_completed(futures):
+        try:
+            yield by_future[fut], fut.result(), None
+        except Exception as err:  # noqa: BLE001 - a KilledWorker or a bug: named by file, re-raised at the end
+            yield by_future[fut], None, err

@@ -2,12 +2,22 @@
 
 Three steps, each recorded in the store through ``PreprocessConfig.as_attrs()``:
 
-1. The circular field of view is shrunk by ``fov_shrink`` (15%) of its radius, pixels
-   outside the smaller circle are set to 0, and the frame is cropped to that circle's
-   bounding square. This removes the low-elevation pixels near the horizon.
+1. The field of view: pixels outside it are set to 0 and the frame is cropped to its
+   bounding square. This removes the low-elevation pixels near the horizon. Two kinds:
+
+   - ``fov="circle"`` (the default, no skymap needed): the frame's inscribed circle
+     shrunk by ``fov_shrink`` (the paper's 15%) of its radius;
+   - ``fov="elevation"`` (with the imager's skymap, :mod:`aurora_pipeline.source.skymap`):
+     the pixels whose elevation is at least ``min_elevation``. The default, 13.5
+     degrees, is the paper's 15% crop expressed as an elevation: in an equidistant
+     fisheye (elevation linear in the distance from the zenith) cutting 15% of the
+     radius cuts 0.15 * 90 degrees above the horizon. The crop is the square around
+     the mask's bounding box (the zenith is not at the frame's centre). ``field_of_view``
+     builds it from a skymap, and ``grid_coordinates`` resamples the skymap's el, az,
+     lat and lon onto the output grid, at the centre of each output pixel.
 2. Eq. 1 of the paper: ``x' = clip((x - m) / M, 0, 1)`` where ``m`` is the 1st
    percentile of the frame and ``M`` the 99th percentile of ``x - m``, both computed
-   over the pixels inside the circle. A flat or fully saturated frame (``M <= 0``)
+   over the pixels inside the field of view. A flat or fully saturated frame (``M <= 0``)
    becomes all zeros rather than NaN.
 3. A resize to ``image_size`` x ``image_size`` (bilinear with antialiasing), then a
    quantisation to uint8 (0..255 meaning 0..1) for storage.
@@ -15,6 +25,10 @@ Three steps, each recorded in the store through ``PreprocessConfig.as_attrs()``:
 Example:
     >>> cfg = PreprocessConfig(image_size=64)
     >>> out = preprocess_frames(raw_counts, cfg)   # (n, 256, 256) uint16 -> (n, 64, 64) uint8
+    >>> cfg = PreprocessConfig(fov="elevation")
+    >>> fov = field_of_view(read_skymap("themis_skymap_gako_20110305-+_vXX.sav"), cfg)
+    >>> out = preprocess_frames(raw_counts, cfg, fov)  # percentiles inside el >= 13.5 deg
+    >>> coords = grid_coordinates(skymap, fov, cfg)    # {"el", "az", "lat", "lon"}: (128, 128) float32
 """
 
 from __future__ import annotations
@@ -28,16 +42,32 @@ import numpy as np
 from aurora_pipeline.errors import BadInputError
 
 
+FOV_KINDS = ("circle", "elevation")
+ALTITUDES_KM = (90, 110, 150)  # the mapping altitudes of the UCalgary skymaps
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
+    fov: str = "circle"            # "circle": inscribed circle, no skymap; "elevation": skymap el >= min_elevation
     fov_shrink: float = 0.15       # fraction of the field-of-view radius removed at the horizon (paper: 15%)
     fov_radius: float | None = None  # radius of the imager's circular field of view in pixels; None = half the frame
+    min_elevation: float = 13.5    # degrees, with fov="elevation": the paper's 15% crop as an elevation (0.15 * 90)
+    map_altitude_km: float = 110.0  # with fov="elevation": the altitude of the stored lat/lon (90, 110 or 150)
     low_percentile: float = 1.0    # m in eq. 1
     high_percentile: float = 99.0  # M in eq. 1 is this percentile of x - m
     image_size: int = 128          # output frames are image_size x image_size
     block_frames: int = 128        # frames processed at once (bounds memory, not results)
 
     def __post_init__(self):
+        if self.fov not in FOV_KINDS:
+            raise BadInputError("fov", f"must be one of {FOV_KINDS}, got {self.fov!r}",
+                                "use 'circle' (no skymap) or 'elevation' (with --skymaps)")
+        if not 0.0 <= self.min_elevation < 90.0:
+            raise BadInputError("min_elevation", f"must be in [0, 90) degrees, got {self.min_elevation}",
+                                "use the paper's 13.5 (15% of the radius of an equidistant fisheye)")
+        if float(self.map_altitude_km) not in ALTITUDES_KM:
+            raise BadInputError("map_altitude_km", f"must be one of {ALTITUDES_KM} km, got {self.map_altitude_km}",
+                                "use 110 (the skymaps map lat/lon at 90, 110 and 150 km)")
         if not 0.0 <= self.fov_shrink < 1.0:
             raise BadInputError("fov_shrink", f"must be in [0, 1), got {self.fov_shrink}", "use e.g. 0.15")
         if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
@@ -46,20 +76,28 @@ class PreprocessConfig:
                 f"need 0 <= low < high <= 100, got {self.low_percentile}, {self.high_percentile}",
                 "use the paper's 1 and 99",
             )
-        if self.image_size < 8:
-            raise BadInputError("image_size", f"must be at least 8 pixels, got {self.image_size}", "use 128")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, (int, np.integer)) \
+                or not 8 <= self.image_size <= 512:
+            raise BadInputError("image_size", f"must be a whole number of pixels in 8..512, got {self.image_size!r}",
+                                "use 128 (THEMIS frames are 256 x 256; more only interpolates)")
+
+    def setting(self) -> dict:
+        """The parameters that decide the output frames, as a plain dict (the store's one setting)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "block_frames"}
 
     def as_attrs(self) -> dict:
         """The parameters as flat attributes prefixed ``preprocess_`` (for the store)."""
-        out = {}
-        for key, value in dataclasses.asdict(self).items():
-            if key == "block_frames":
-                continue
-            out[f"preprocess_{key}"] = "none" if value is None else value
+        out = {f"preprocess_{key}": "none" if value is None else value for key, value in self.setting().items()}
+        if self.fov == "circle":
+            fov = ("field of view: the frame's inscribed circle (no skymap) shrunk by fov_shrink of its radius, "
+                   "outside set to 0, cropped to the circle's bounding square")
+        else:
+            fov = ("field of view: the skymap's pixels with elevation >= min_elevation degrees, outside set to 0, "
+                   "cropped to the square around their bounding box; el/az/lat/lon (lat/lon at map_altitude_km) "
+                   "resampled bilinearly at each output pixel's centre")
         out["preprocess_method"] = (
-            "circular FOV shrunk by fov_shrink of its radius, outside set to 0, cropped to the circle's bounding square; "
-            "eq. 1 of Johnson et al.: clip((x - p_low) / p_high(x - p_low), 0, 1) over pixels inside the circle; "
-            "bilinear antialiased resize to image_size; uint8 = round(255 * value)"
+            f"{fov}; eq. 1 of Johnson et al.: clip((x - p_low) / p_high(x - p_low), 0, 1) over pixels inside the "
+            "field of view; bilinear antialiased resize to image_size; uint8 = round(255 * value)"
         )
         return out
 
@@ -177,11 +215,149 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
 
 
-def preprocess_frames(images: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """Crop, stretch (eq. 1) and resize raw frames (n, y, x) to uint8 (n, s, s)."""
+@dataclass(frozen=True, eq=False)
+class FieldOfView:
+    """Where a frame's sky is: the crop window and, inside it, the mask of pixels kept.
+
+    Attributes:
+        rows, cols: the crop window in the raw frame (a square).
+        mask: bool (crop rows, crop cols), True for pixels inside the field of view.
+        kind: "circle" or "elevation" (the ``PreprocessConfig.fov`` it was built for).
+        frame_shape: the raw frame shape (y, x) it applies to.
+        skymap: the skymap file name it came from ("" for the circle).
+    """
+
+    rows: slice
+    cols: slice
+    mask: np.ndarray
+    kind: str
+    frame_shape: tuple[int, int]
+    skymap: str = ""
+
+
+def field_of_view(skymap, cfg: PreprocessConfig) -> FieldOfView:
+    """The elevation field of view of ``skymap`` (a :class:`~aurora_pipeline.source.skymap.Skymap`):
+    pixels with ``el >= cfg.min_elevation``, cropped to the square around their bounding box.
+
+    Raises:
+        BadInputError: ``cfg.fov`` is not "elevation", or no pixel reaches ``min_elevation``.
+    """
+    if cfg.fov != "elevation":
+        raise BadInputError("fov", f"a skymap field of view needs fov='elevation', the setting says {cfg.fov!r}",
+                            "use PreprocessConfig(fov='elevation') with skymaps, or no skymap")
+    el = np.asarray(skymap.el)
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(el) & (el >= np.float32(cfg.min_elevation))
+    if not keep.any():
+        raise BadInputError(getattr(skymap, "file", "skymap"), f"has no pixel at or above {cfg.min_elevation} degrees",
+                            "check the skymap, or lower min_elevation")
+    rows, cols = _square_around(keep)
+    return FieldOfView(rows, cols, keep[rows, cols], "elevation", el.shape, getattr(skymap, "file", ""))
+
+
+def _square_around(keep: np.ndarray) -> tuple[slice, slice]:
+    """The square window around the True pixels' bounding box, centred on it and kept inside the frame."""
+    ny, nx = keep.shape
+    ys, xs = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+    side = min(max(y1 - y0, x1 - x0), ny, nx)
+
+    def place(lo: int, hi: int, n: int) -> slice:
+        start = lo - (side - (hi - lo)) // 2
+        start = min(max(start, 0), n - side)
+        return slice(int(start), int(start + side))
+
+    return place(y0, y1, ny), place(x0, x1, nx)
+
+
+def grid_coordinates(skymap, fov: FieldOfView, cfg: PreprocessConfig) -> dict[str, np.ndarray]:
+    """The skymap's ``el``, ``az``, ``lat``, ``lon`` on the preprocessed (image_size, image_size) grid.
+
+    Each output pixel gets the skymap's value at its centre: output pixel ``i`` of a
+    crop of ``n`` pixels resized to ``s`` is centred at crop pixel ``(i + 0.5) n / s - 0.5``,
+    the centre of the resize filter that made it (:func:`resample_matrix`). Values are
+    bilinear between the four nearest skymap pixels (NaN where one of them is NaN);
+    azimuth through its sine and cosine, longitude as an offset from the imager (no
+    jump at 0/360 or at the date line). lat/lon are at ``cfg.map_altitude_km``.
+
+    Returns:
+        {"el", "az", "lat", "lon"}: float32 (image_size, image_size), degrees
+        (az in [0, 360), lon in [-180, 180)).
+    """
+    from scipy.ndimage import map_coordinates
+
+    if tuple(np.asarray(skymap.el).shape) != tuple(fov.frame_shape):
+        raise BadInputError(getattr(skymap, "file", "skymap"), f"is {np.asarray(skymap.el).shape} pixels, the field "
+                            f"of view was built for {fov.frame_shape}", "build the field of view from this skymap")
+    size = cfg.image_size
+    n_rows, n_cols = fov.rows.stop - fov.rows.start, fov.cols.stop - fov.cols.start
+    centres = np.arange(size, dtype=np.float64) + 0.5
+    yy, xx = np.meshgrid(fov.rows.start + centres * n_rows / size - 0.5,
+                         fov.cols.start + centres * n_cols / size - 0.5, indexing="ij")
+
+    def sample(values: np.ndarray) -> np.ndarray:
+        return map_coordinates(np.asarray(values, np.float64), [yy, xx], order=1, mode="nearest", prefilter=False)
+
+    az = np.deg2rad(np.asarray(skymap.az, np.float64))
+    site_lon = float(skymap.site_lon)
+    out = {
+        "el": sample(skymap.el),
+        "az": np.rad2deg(np.arctan2(sample(np.sin(az)), sample(np.cos(az)))) % 360.0,
+        "lat": sample(skymap.lat_at(cfg.map_altitude_km)),
+        "lon": (sample((np.asarray(skymap.lon_at(cfg.map_altitude_km), np.float64) - site_lon + 180.0) % 360.0 - 180.0)
+                + site_lon + 180.0) % 360.0 - 180.0,
+    }
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def circle_grid_elevation(cfg: PreprocessConfig, frame_size: int = 256) -> np.ndarray:
+    """Elevation (degrees, float32 (image_size, image_size)) of each output pixel with the circle
+    field of view and no skymap, assuming an equidistant fisheye whose horizon is the
+    (unshrunk) field-of-view circle of a ``frame_size`` frame (THEMIS: 256). NaN outside
+    the kept circle. An approximation for figures; a skymap gives the real values.
+    """
+    rows, cols, _ = fov_geometry((frame_size, frame_size), cfg)
+    radius = cfg.fov_radius if cfg.fov_radius is not None else frame_size / 2.0
+    c = (frame_size - 1) / 2.0
+    size = cfg.image_size
+    centres = np.arange(size, dtype=np.float64) + 0.5
+    yy = rows.start + centres * (rows.stop - rows.start) / size - 0.5
+    xx = cols.start + centres * (cols.stop - cols.start) / size - 0.5
+    r = np.hypot(yy[:, None] - c, xx[None, :] - c)
+    el = 90.0 * (1.0 - r / radius)
+    el[r > radius * (1.0 - cfg.fov_shrink)] = np.nan
+    return el.astype(np.float32)
+
+
+def preprocess_frames(images: np.ndarray, cfg: PreprocessConfig = PreprocessConfig(),
+                      fov: FieldOfView | None = None) -> np.ndarray:
+    """Crop, stretch (eq. 1) and resize raw frames (n, y, x) to uint8 (n, s, s).
+
+    Args:
+        fov: the field of view from :func:`field_of_view` (a skymap's); None for the
+            inscribed circle (``cfg.fov == "circle"``).
+
+    Raises:
+        BadInputError: not (n, y, x); ``cfg.fov`` and ``fov`` disagree (an elevation
+            setting without a skymap, or a skymap with the circle setting); a field of
+            view built for frames of another shape.
+    """
     if images.ndim != 3:
         raise BadInputError("images", f"expected (n, y, x) frames, got shape {images.shape}", "pass a stack of frames")
-    rows, cols, mask = fov_geometry(images.shape[1:], cfg)
+    if fov is None:
+        if cfg.fov != "circle":
+            raise BadInputError("fov", f"the setting asks for fov={cfg.fov!r} but no skymap field of view was given",
+                                "pass field_of_view(skymap, cfg) (ingest with --skymaps), or use fov='circle'")
+        rows, cols, mask = fov_geometry(images.shape[1:], cfg)
+    else:
+        if fov.kind != cfg.fov:
+            raise BadInputError("fov", f"a {fov.kind!r} field of view was given but the setting says fov={cfg.fov!r}",
+                                "use PreprocessConfig(fov='elevation') with skymaps")
+        if tuple(images.shape[1:]) != tuple(fov.frame_shape):
+            raise BadInputError("images", f"frames are {images.shape[1:]} pixels but the field of view "
+                                f"({fov.skymap or fov.kind}) is for {fov.frame_shape}",
+                                "use the skymap of this imager")
+        rows, cols, mask = fov.rows, fov.cols, fov.mask
     out = np.empty((len(images), cfg.image_size, cfg.image_size), dtype=np.uint8)
     for i in range(0, len(images), cfg.block_frames):
         block = images[i : i + cfg.block_frames, rows, cols]

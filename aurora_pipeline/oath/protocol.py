@@ -48,6 +48,14 @@ Progress = Callable[[str], None]
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 
 
+SUPERVISED_EPOCHS_AT_100 = 30  # the supervised baseline's epochs beside the paper's 100 of pre-training
+
+
+def scaled_supervised_epochs(epochs: int) -> int:
+    """The supervised baseline's epochs for ``epochs`` of pre-training: 30 at the paper's 100."""
+    return max(1, round(SUPERVISED_EPOCHS_AT_100 * epochs / 100))
+
+
 @dataclass(frozen=True)
 class OathBenchmarkConfig:
     # SimCLR pre-training, the paper's recipe (section III.C); lr 3e-4 and tau 0.5 are PretrainConfig's
@@ -67,7 +75,8 @@ class OathBenchmarkConfig:
     pixel_size: int = 32                   # side of the raw-pixel baseline's images (32 x 32 = 1,024 features)
     # the supervised ResNet18 (aurora_pipeline.oath.supervised; the paper gives no recipe)
     supervised: bool = True                # train it (the slowest part after pre-training)
-    supervised_epochs: int = 30            # about 960 Adam steps on 4,077 frames at batch 128
+    supervised_epochs: int | None = None   # None: 30 at 100 epochs (~960 Adam steps on 4,077 frames at batch
+                                           # 128), scaled with `epochs`, so a quick run is quick throughout
     supervised_lr: float = 1e-3            # Adam, from random initialisation
     imagenet_weights: str | None = None    # torchvision resnet18 weights file; adds the ImageNet-initialised row
     imagenet_lr: float = 1e-4              # Adam, fine-tuning from ImageNet weights
@@ -82,6 +91,8 @@ class OathBenchmarkConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "splits", parse_splits(self.splits))
+        if self.supervised_epochs is None and isinstance(self.epochs, int) and not isinstance(self.epochs, bool):
+            object.__setattr__(self, "supervised_epochs", scaled_supervised_epochs(self.epochs))
         for name in ("epochs", "batch_size", "image_size", "supervised_epochs", "classifier_max_iter",
                      "pixel_size", "kmeans_n_init", "silhouette_sample", "montage_per_group"):
             value = getattr(self, name)

@@ -177,9 +177,32 @@ def _warnings(results: dict[str, Any]) -> list[str]:
     if not data.get("full_release"):
         out.append(f"**Not the full OATH release**: {data['n_images']} images ({data['class_counts']}); "
                    "the numbers below are not comparable with the paper's.")
-    changed = [f"{k}={cfg[k]} (paper: {v})" for k, v in PAPER_SETTINGS.items() if cfg.get(k) != v]
+    changed = changed_settings(cfg)
     if changed:
         out.append("**Not the paper's settings**: " + ", ".join(changed) + ".")
+    return out
+
+
+# where a run happens, not what it computes
+_NOT_A_SETTING = ("device", "num_threads")
+
+
+def changed_settings(cfg: dict[str, Any]) -> list[str]:
+    """Every setting of ``cfg`` (results.json's ``config``) that is not the paper run's: the
+    paper's value where the paper states one, else this package's default for a paper run."""
+    from aurora_pipeline.oath.protocol import OathBenchmarkConfig
+
+    defaults = OathBenchmarkConfig().to_dict()
+    out = []
+    for key, default in defaults.items():
+        value = cfg.get(key, default)
+        if key in _NOT_A_SETTING:
+            continue
+        if key in PAPER_SETTINGS:
+            if value != PAPER_SETTINGS[key]:
+                out.append(f"{key}={value} (paper: {PAPER_SETTINGS[key]})")
+        elif value != default:
+            out.append(f"{key}={value} (paper run: {default})")
     return out
 
 

@@ -28,6 +28,8 @@ import fsspec
 import numpy as np
 
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.hours import to_hour  # noqa: F401 - the one hour parser, re-exported for the listing
+from aurora_pipeline.source.sites import SITES
 
 ARCHIVE_NAME = re.compile(r"^thg_l1_asf_(?P<site>[a-z0-9]{4})_(?P<hour>\d{10})_v(?P<version>\d{2})\.cdf$")
 
@@ -56,16 +58,6 @@ def relative_path(site: str, hour: np.datetime64 | str, version: int = 1) -> str
     """The official tree's path of a site-hour file, relative to the archive root."""
     h = np.datetime64(hour, "h").astype(object)
     return f"thg/l1/asi/{site}/{h:%Y}/{h:%m}/thg_l1_asf_{site}_{h:%Y%m%d%H}_v{version:02d}.cdf"
-
-
-def to_hour(value: str | np.datetime64 | None) -> np.datetime64 | None:
-    """Parse a user's time (ISO 8601, e.g. ``2011-01-06T04``) to an hour, or None."""
-    if value is None or value == "":
-        return None
-    try:
-        return np.datetime64(np.datetime64(str(value).rstrip("Z")), "h")
-    except ValueError as err:
-        raise BadInputError(str(value), f"is not a time ({err})", "use ISO 8601 such as 2011-01-06T04") from None
 
 
 def filesystem(root: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -102,8 +94,15 @@ def list_archive(
     With no ``start`` the whole history of each site is listed (the reconcile mode);
     with no ``sites`` every site folder is. When several versions of a site-hour
     exist, the highest ``_vNN`` wins. Files whose names do not follow the official
-    pattern are ignored. Returns files sorted by site then hour.
+    pattern are ignored. Returns files sorted by site then hour; ``sites_without_files``
+    says which of the asked sites had none.
+
+    Raises:
+        BadInputError: an asked site code is not a THEMIS imager's, ``root`` holds no
+            ``thg/l1/asi/`` tree, or ``end`` is not after ``start``.
     """
+    if sites is not None:
+        sites = check_site_codes(sites)
     fs, base = filesystem(root, storage_options)
     asi = f"{base}/thg/l1/asi"
     if not with_retries(lambda: fs.exists(asi), what=f"checking {root}"):
@@ -143,6 +142,30 @@ def list_archive(
                 if key not in found or found[key].version < f.version:
                     found[key] = f
     return sorted(found.values(), key=lambda f: (f.site, f.hour))
+
+
+def check_site_codes(sites, source: str = "sites") -> list[str]:
+    """The asked site codes, lower-cased, each checked against the THEMIS imagers' codes.
+
+    Raises:
+        BadInputError: a code that is not one of ``SITES`` (a typo such as ``gakk``), or no codes.
+    """
+    if isinstance(sites, str):
+        sites = [sites]
+    codes = [str(s).strip().lower() for s in sites]
+    unknown = [c for c in codes if c not in SITES]
+    if unknown:
+        raise BadInputError(source, f"unknown THEMIS ASI site code(s) {unknown}",
+                            f"use four-letter codes from: {', '.join(sorted(SITES))}")
+    if not codes:
+        raise BadInputError(source, "is an empty list of sites", "name at least one site, or leave it out for all")
+    return list(dict.fromkeys(codes))
+
+
+def sites_without_files(sites: list[str] | None, files: list[ArchiveFile]) -> list[str]:
+    """The asked ``sites`` (None: none asked) for which ``files`` holds nothing, in asked order."""
+    found = {f.site for f in files}
+    return [s for s in dict.fromkeys(str(x).strip().lower() for x in (sites or [])) if s not in found]
 
 
 def _now_hour() -> np.datetime64:

@@ -39,6 +39,17 @@ LAYOUTS = ("legacy", "v2024")
 # Frame times outside these bounds are fill values or garbage, not observations.
 EARLIEST, LATEST = np.datetime64("1990-01-01", "ms"), np.datetime64("2100-01-01", "ms")
 
+# What a THEMIS imager makes, with room to spare: frames are 256 x 256 and an hour holds
+# about 1,200 of them (3 s cadence). A file claiming more is refused before anything is
+# allocated, so a few bytes claiming 65535 x 65535 pixels cannot exhaust a worker's memory.
+MAX_SIDE = 512                    # pixels per frame side
+MAX_FRAMES = 3600                 # frames per file (one hour at 1 s cadence)
+MAX_IMAGE_BYTES = 1 << 30         # decoded image bytes per file (a real hour: ~157 MB)
+# What a file can hold: no CDF compression (RLE, Huffman, GZIP) expands data more than
+# deflate's ~1032:1, so a variable claiming more decoded bytes than this times the file
+# size is lying about its size.
+MAX_EXPANSION = 1100
+
 _IMAGE_VAR = re.compile(r"^thg_asf_([a-z0-9]{4})$")
 _FIX_REDOWNLOAD = "Download the file again; if it stays bad, leave it out of the run."
 
@@ -141,6 +152,7 @@ def _read_path(path: Path, label: str, expected_site: str | None) -> AsiFrames:
                             f"but its name says {expected_site!r}.",
                             "Put the file under its own site's name, or fix the archive listing.")
     spec = cdf.varinq(image_var)
+    _check_claimed_size(spec, path.stat().st_size, label)
     if spec.Num_Dims == 2:
         layout = "legacy"
     elif spec.Num_Dims == 3:
@@ -155,6 +167,30 @@ def _read_path(path: Path, label: str, expected_site: str | None) -> AsiFrames:
         raise BadInputError(label, f"has {len(images)} frames but {len(times)} frame times.", _FIX_REDOWNLOAD)
     _check_times(times, label)
     return AsiFrames(site=site, times=times, images=images, layout=layout, source=label)
+
+
+def _check_claimed_size(spec, file_size: int, label: str) -> None:
+    """Refuse an image variable whose declared shape a THEMIS imager never makes, or that the
+    file is too small to hold, from its descriptor alone (before cdflib allocates it)."""
+    dims = [int(d) for d in spec.Dim_Sizes]
+    records = int(spec.Last_Rec) + 1
+    if spec.Num_Dims == 3 and len(dims) == 3:
+        side_y, side_x, frames = dims[0], dims[1], dims[2] * records
+    elif spec.Num_Dims == 2 and len(dims) == 2:
+        side_y, side_x, frames = dims[0], dims[1], records
+    else:
+        return  # the layout check that follows names the problem
+    decoded = side_y * side_x * frames * 2  # CDF_UINT2
+    fix = "This is not a THEMIS ASI full-resolution file, or its header is damaged; leave it out of the run."
+    if max(side_y, side_x) > MAX_SIDE or frames > MAX_FRAMES or decoded > MAX_IMAGE_BYTES:
+        raise BadInputError(label, f"{spec.Variable} claims {frames} frames of {side_y} x {side_x} pixels "
+                            f"({decoded / 2**20:,.0f} MiB decoded); a THEMIS imager makes at most "
+                            f"{MAX_FRAMES} frames of {MAX_SIDE} x {MAX_SIDE} per file "
+                            f"({MAX_IMAGE_BYTES / 2**20:,.0f} MiB).", fix)
+    if decoded > MAX_EXPANSION * file_size:
+        raise BadInputError(label, f"{spec.Variable} claims {frames} frames of {side_y} x {side_x} pixels "
+                            f"({decoded / 2**20:,.1f} MiB decoded), more than a {file_size:,}-byte file can hold "
+                            f"under any CDF compression.", fix)
 
 
 def _check_site(site: str, label: str) -> None:
@@ -241,6 +277,10 @@ def _read_times(cdf, site: str, names: list[str], layout: str, label: str) -> np
     var = f"thg_asf_{site}_epoch" if layout == "legacy" else f"thg_asf_{site}_time"
     if var not in names:
         raise BadInputError(label, f"has no time variable {var} (needed for the {layout} layout).", _FIX_REDOWNLOAD)
+    claimed = int(cdf.varinq(var).Last_Rec) + 1
+    if claimed > MAX_FRAMES:
+        raise BadInputError(label, f"{var} claims {claimed} frame times; a THEMIS imager makes at most "
+                            f"{MAX_FRAMES} frames per file.", _FIX_REDOWNLOAD)
     values = _varget(cdf, var, label)
     values = np.atleast_1d(np.asarray(values if values is not None else [], dtype=np.float64))
     if not np.all(np.isfinite(values)):

@@ -1,26 +1,27 @@
-"""The store's table of files that could not be ingested.
+"""The store's record of archive files that could not be ingested.
 
-A bad file never stops a run: its problem is recorded here, in the group
-``STORE/failures``, one row per file, readable with no project code::
+A bad file never stops a run: its problem is appended to the table ``STORE/failures``
+(see tables.py), one row per finding, readable with no project code::
 
-    xr.open_zarr("store.zarr", group="failures").to_dataframe()
+    xr.open_zarr("store.zarr", group="failures", consolidated=False).to_dataframe()
 
-A later run that ingests the file successfully removes its row. Only the run's
-driver writes this table (never the parallel tasks), so there is one writer.
+A later run that ingests the file appends a ``resolved`` row for it. ``read_failures``
+gives the files whose latest row is a failure: the ones still to fix.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
-import xarray as xr
-import zarr
 
-FAILURES_GROUP = "failures"
-COLUMNS = ("source", "site", "hour", "problem", "fix", "recorded_at")
+from aurora_pipeline.store.tables import append_rows, read_table
+
+FAILURES_TABLE = "failures"
+COLUMNS = {"source": "str", "site": "str", "hour": "str", "problem": "str", "fix": "str", "recorded_at": "str",
+           "outcome": "str"}
+TABLE_ATTRS = {"long_name": "archive files that could not be ingested (append-only log)",
+               "comment": "outcome 'failed' records a problem; 'resolved' a later successful ingest"}
 
 
 @dataclass(frozen=True)
@@ -33,42 +34,36 @@ class Failure:
     recorded_at: str   # UTC ISO time of the run that found it
 
 
-def read_failures(zs) -> pd.DataFrame:
-    """The failures table as a DataFrame (empty, with the columns, when there is none)."""
-    try:
-        ds = xr.open_zarr(zs, group=FAILURES_GROUP, consolidated=False)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
-        return pd.DataFrame({c: pd.Series(dtype=str) for c in COLUMNS})
-    df = ds.to_dataframe().reset_index(drop=True)
-    return df[list(COLUMNS)].astype(str)
-
-
-def update_failures(zs, new: list[Failure], succeeded: set[str]) -> pd.DataFrame:
-    """Add ``new`` failures and drop the rows of files in ``succeeded``; returns the table."""
-    old = read_failures(zs)
-    names = {_name(f.source) for f in new} | {_name(s) for s in succeeded}
-    old = old[~old["source"].map(_name).isin(names)]
-    table = pd.concat([old, pd.DataFrame([dataclasses.asdict(f) for f in new], columns=list(COLUMNS))], ignore_index=True)
-    table = table.sort_values(["site", "hour", "source"]).reset_index(drop=True)
-    ds = xr.Dataset(
-        {c: ("failure", np.asarray(table[c].astype(str).tolist(), dtype=object)) for c in COLUMNS},
-        attrs={"long_name": "archive files that could not be ingested", "comment": "rows disappear once a file is ingested"},
-    )
-    for c in COLUMNS:
-        ds[c].attrs = {"long_name": c.replace("_", " "), "units": "1"}
-    if len(table) == 0 and not len(old) and not _exists(zs):
-        return table
-    ds.to_zarr(zs, group=FAILURES_GROUP, mode="w", consolidated=False)
-    return table
-
-
 def _name(source: str) -> str:
     return str(source).rstrip("/").rsplit("/", 1)[-1]
 
 
-def _exists(zs) -> bool:
-    try:
-        zarr.open_group(zs, path=FAILURES_GROUP, mode="r")
-        return True
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
-        return False
+def read_failure_log(store) -> pd.DataFrame:
+    """Every row ever recorded, oldest first."""
+    return read_table(store, FAILURES_TABLE, COLUMNS)
+
+
+def read_failures(store) -> pd.DataFrame:
+    """The files still failing: the latest row of each file, where it is a failure (empty table when none)."""
+    log = read_failure_log(store)
+    cols = [c for c in COLUMNS if c != "outcome"]
+    if log.empty:
+        return log[cols]
+    latest = log.assign(_file=log["source"].map(_name)).groupby("_file", sort=False).tail(1)
+    out = latest[latest["outcome"] == "failed"][cols]
+    return out.sort_values(["site", "hour", "source"]).reset_index(drop=True)
+
+
+def record_failures(store, new: list[Failure], succeeded: set[str], recorded_at: str) -> pd.DataFrame:
+    """Append ``new`` failures and a ``resolved`` row for each file in ``succeeded`` that was failing."""
+    failing = read_failures(store)
+    open_files = dict(zip(failing["source"].map(_name), failing.to_dict("records")))
+    rows = [asdict(f) | {"outcome": "failed"} for f in new]
+    for source in sorted(succeeded):
+        previous = open_files.get(_name(source))
+        if previous is not None:
+            rows.append(previous | {"source": source, "problem": "", "fix": "", "recorded_at": recorded_at,
+                                    "outcome": "resolved"})
+    if rows:
+        append_rows(store, FAILURES_TABLE, COLUMNS, rows, TABLE_ATTRS)
+    return read_failures(store)
