@@ -332,11 +332,10 @@ def make_checkpoint(run: Run, frames: np.ndarray, seed: int = 0) -> str:
 
 def step_bare_model(run: Run) -> dict:
     from bare_model import bare_forward_rate, bare_train_step_seconds
+    from aurora_pipeline.device import memory_format_for
 
     s, device, mixed = run.setting, run.device, _mixed(run.device)
     other = {torch.channels_last: torch.contiguous_format, torch.contiguous_format: torch.channels_last}
-    from aurora_pipeline.device import memory_format_for
-
     fmt_embed, fmt_train = memory_format_for(device, mixed, "embed"), memory_format_for(device, mixed, "train")
     forward = [("default: " + _precision(device) + f", {_fmt(fmt_embed)}, batch norms folded", dict(mixed=mixed)),
                (f"{_precision(device)}, {_fmt(other[fmt_embed])}, folded", dict(mixed=mixed, fmt=other[fmt_embed])),

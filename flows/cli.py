@@ -16,7 +16,7 @@ import math
 import os
 import sys
 
-from flows import where_cli
+from flows import search_cli, where_cli
 
 
 def _sites(text: str | None) -> list[str] | None:
@@ -72,8 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", required=True, help="local directory, https:// mirror root or s3://bucket/prefix")
     p.add_argument("--store", required=True, help="Zarr store path or s3:// URL")
     _add_range(p)
-    p.add_argument("--image-size", type=int, default=128, help="side in pixels of the stored frames (8..512)")
+    p.add_argument("--image-size", type=int, help="side in pixels of the stored frames (8..512; default: the "
+                   "store's own setting, 128 for a new store)")
     p.add_argument("--dask-address", help="scheduler address of an existing Dask cluster (default: a LocalCluster)")
+    p.add_argument("--skymaps", help="UCalgary skymap tree (folder, https:// mirror or s3://): field of view by "
+                   "elevation, el/az/lat/lon stored beside the frames (default: the inscribed circle)")
+    p.add_argument("--min-elevation", type=float, default=13.5,
+                   help="with --skymaps: pixels below this elevation (degrees) are outside the field of view (13.5)")
+    p.add_argument("--map-altitude", type=float, default=110.0, choices=[90.0, 110.0, 150.0],
+                   help="with --skymaps: altitude (km) of the stored lat/lon (110)")
 
     p = sub.add_parser("pretrain", help="run the flow pretrain-encoder: SimCLR on the store's frames")
     p.add_argument("--store", required=True)
@@ -162,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive, default=15, help="pretraining epochs (15; fewer for a quicker run)")
     p.add_argument("--image-size", type=int, default=64, help="side of the stored frames in pixels (64)")
     where_cli.add_parsers(sub)  # keogram, events: figures and tables from the store, no flow
+    search_cli.add_parsers(sub)  # index (flow build-index), similar (no flow)
+
+    p = sub.add_parser("convert-store", help="copy a store of the old per-hour layout (format 1) into a new store")
+    p.add_argument("old", help="the format-1 store")
+    p.add_argument("new", help="the new (format-2) store to write")
     return parser
 
 
@@ -246,7 +258,8 @@ def _ingest(args):
 
     return ingest_archive(
         archive=args.archive, store=args.store, sites=_sites(args.sites), start=args.start, end=args.end,
-        image_size=args.image_size, dask_address=args.dask_address,
+        image_size=args.image_size, dask_address=args.dask_address, skymaps=args.skymaps,
+        min_elevation=args.min_elevation, map_altitude_km=args.map_altitude,
     )
 
 
@@ -341,6 +354,12 @@ def _oath_benchmark(args):
                           sha256=args.sha256, sha256_url=args.sha256_url)
 
 
+def _convert_store(args):
+    from aurora_pipeline.store.legacy import convert_store
+
+    return convert_store(args.old, args.new)
+
+
 def _label_archive(args):
     from flows.label_archive import label_archive
 
@@ -350,13 +369,16 @@ def _label_archive(args):
                          dask_address=args.dask_address, device=args.device)
 
 
-_NO_FLOW = {"server", "synth-archive", "synth-oath", "keogram", "events"}  # no flow, so no Prefect API
+_NO_FLOW = {"server", "synth-archive", "synth-oath", "keogram", "events", "convert-store"}  # no flow: no Prefect API
 _HANDLERS = {
     "server": _server, "synth-archive": _synth_archive, "ingest": _ingest, "pretrain": _pretrain, "embed": _embed,
     "fit-classifier": _fit_classifier, "classify": _classify, "cluster": _cluster, "synth-oath": _synth_oath,
     "oath-benchmark": _oath_benchmark, "label-archive": _label_archive, "demo": _demo,
 }
+_HANDLERS["convert-store"] = _convert_store
 _HANDLERS.update(where_cli.HANDLERS)
+_HANDLERS.update(search_cli.HANDLERS)
+_NO_FLOW |= search_cli.NO_FLOW
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -54,6 +54,19 @@ def night_plot(store, site, path):
                            probabilities=ds.label_probability.values, title=f"{site}: labels along the night")
 
 
+@task(cache_policy=NO_CACHE)
+def where_and_when(store, site, root):
+    """The keogram of one site with its label strip, and the event catalogue of the store."""
+    from aurora_pipeline.events import store_events, write_events
+    from aurora_pipeline.keograms import keogram
+    from aurora_pipeline.plots import keogram_png
+
+    keogram_png(keogram(store, site), root / f"keogram_{site}.png", title=f"{site}: north-south keogram and labels")
+    events = store_events(store)
+    write_events(events, root / "events.csv")
+    return events
+
+
 @flow(name="demo")
 def demo(workdir: str = "demo_out", epochs: int = EPOCHS, image_size: int = IMAGE_SIZE) -> dict:
     """The whole chain under ``workdir``; ``epochs`` and ``image_size`` make a quicker run (the
@@ -71,6 +84,7 @@ def demo(workdir: str = "demo_out", epochs: int = EPOCHS, image_size: int = IMAG
     clustered = cluster_embeddings(store=store, out=clusters, k_min=3, k_max=10)
     versus = compare(store, labels, checkpoint)
     night_plot(store, "gako", root / "labels_along_night_gako.png")
+    events = where_and_when(store, "gako", root)
     summary = describe_store(store)
     result = {
         "store": store,
@@ -81,6 +95,8 @@ def demo(workdir: str = "demo_out", epochs: int = EPOCHS, image_size: int = IMAG
         "hour_cv_accuracy_simclr": versus["simclr"]["hour_cv_accuracy"],
         "hour_cv_accuracy_random_init_encoder": versus["random_init"]["hour_cv_accuracy"],
         "best_k": clustered["best_k"],
+        "events": str(root / "events.csv"),
+        "n_events": int(len(events)),
     }
     (root / "demo_summary.json").write_text(json.dumps({**result, "store_summary": summary}, indent=2, default=str))
     result["lines"] = summary["lines"] + [
@@ -90,6 +106,7 @@ def demo(workdir: str = "demo_out", epochs: int = EPOCHS, image_size: int = IMAG
         f"{result['holdout_accuracy_simclr']:.3f}, random-init encoder {result['holdout_accuracy_random_init_encoder']:.3f}",
         f"hour-grouped cross-validated accuracy (all hours): SimCLR {result['hour_cv_accuracy_simclr']:.3f}, "
         f"random-init encoder {result['hour_cv_accuracy_random_init_encoder']:.3f}; best k = {result['best_k']}",
+        f"events: {len(events)} labelled intervals in {root / 'events.csv'} (keogram: {root / 'keogram_gako.png'})",
     ]
     create_markdown_artifact(key="demo-summary", markdown="\n".join(["```", *result["lines"], "```"]),
                              description=f"the demo's summary, {root}")

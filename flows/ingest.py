@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aurora_pipeline.dask_cluster import dask_client
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.ingest.driver import IngestReport, ingest
+from aurora_pipeline.ingest.driver import IngestReport, ingest, store_config
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.source.archive import ArchiveFile, list_archive, sites_without_files
 from flows._retry import RETRY
@@ -19,7 +21,17 @@ def list_files(archive: str, sites: list[str] | None, start: str | None, end: st
 
 
 @task(cache_policy=NO_CACHE)
-def ingest_files(files: list[ArchiveFile], store: str, cfg: PreprocessConfig, dask_address: str | None) -> dict:
+def ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km) -> PreprocessConfig:
+    """The preprocessing setting asked for, the store's own for what was not asked."""
+    base = store_config(store, PreprocessConfig(fov="elevation" if skymaps else "circle"))
+    changes = {"image_size": image_size} if image_size else {}
+    if skymaps:
+        changes.update(fov="elevation", min_elevation=min_elevation, map_altitude_km=map_altitude_km)
+    return dataclasses.replace(base, **changes)
+
+
+def ingest_files(files: list[ArchiveFile], store: str, cfg: PreprocessConfig, dask_address: str | None,
+                 skymaps: str | None = None) -> dict:
     logger = get_run_logger()
 
     def log(outcome):
@@ -29,7 +41,7 @@ def ingest_files(files: list[ArchiveFile], store: str, cfg: PreprocessConfig, da
             logger.info("ingested %s (%d frames, %.1f s)", outcome.file.name, outcome.frames, outcome.seconds)
 
     with dask_client(dask_address) as client:
-        report = ingest(files, store, cfg, client=client, on_outcome=log)
+        report = ingest(files, store, cfg, client=client, on_outcome=log, skymaps=skymaps)
     return report.summary()
 
 
@@ -49,21 +61,26 @@ def ingest_archive(
     sites: list[str] | None = None,
     start: str | None = None,
     end: str | None = None,
-    image_size: int = 128,
+    image_size: int | None = None,
     dask_address: str | None = None,
+    skymaps: str | None = None,
+    min_elevation: float = 13.5,
+    map_altitude_km: float = 110.0,
 ) -> dict:
     """Ingest the archive's files for ``sites`` and hours in [start, end) into ``store``.
 
-    Ends Failed when every file tried failed (each is a row of the store's failures table).
+    ``image_size`` None: the store's own setting (128 for a new store). ``skymaps``: cut the
+    field of view by the skymaps' elevation and store el/az/lat/lon. Ends Failed when every
+    file tried failed (each is a row of the store's failures table).
     """
     logger = get_run_logger()
-    cfg = PreprocessConfig(image_size=image_size)  # bad settings are refused before any listing
+    cfg = ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km)  # refused before any listing
     files = list_files(archive, sites, start, end)
     missing = sites_without_files(sites, files)
     if missing:
         logger.warning("no archive files for site(s) %s in the asked hours", ", ".join(missing))
     if files:
-        summary = ingest_files(files, store, cfg, dask_address)
+        summary = ingest_files(files, store, cfg, dask_address, skymaps)
     else:
         logger.warning("nothing to ingest: the archive %s has no files for these sites and hours", archive)
         summary = IngestReport().summary()

@@ -24,9 +24,11 @@ from aurora_pipeline.cluster.model import load_centroids
 from aurora_pipeline.cluster.driver import assign_store
 from aurora_pipeline.dask_cluster import dask_client
 from aurora_pipeline.embed.driver import embed_with_checkpoint
+from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.ingest.driver import ingest
 from aurora_pipeline.classify.driver import classify_store
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
+from aurora_pipeline.source.archive import sites_without_files
 from aurora_pipeline.nightly import (checkpoint_model_id, find_new_files, record_night_events, record_run,
                                      unfinished_hours, window)
 from aurora_pipeline.summary import run_summary_markdown
@@ -73,6 +75,18 @@ def record_events(store, labelled):
     return record_night_events(store, labelled)
 
 
+@task(**RETRY)
+def index_new(store):
+    from aurora_pipeline.errors import StoreError
+    from aurora_pipeline.search.driver import update_index  # lazy: FAISS loads only here
+
+    try:
+        return update_index(store, missing_ok=True)  # no index yet: a summary saying so
+    except StoreError as err:  # e.g. the window re-embedded by a new model: the index needs a rebuild
+        get_run_logger().warning("similarity index not updated: %s", err)
+        return {"error": str(err)}
+
+
 @task(cache_policy=NO_CACHE)
 def record(store, summary):
     record_run(store, summary)
@@ -101,8 +115,11 @@ def label_archive(
     timings["find_seconds"] = round(time.perf_counter() - started, 3)
     start, end = window(lookback_days, reconcile)
     start, end = (None if start is None else str(start)), (None if end is None else str(end))
+    missing = sites_without_files(sites, todo + stored)
+    if missing:  # a misspelt or silent site must not read as "nothing new"
+        logger.warning("no archive files in the window for asked site(s): %s", ", ".join(missing))
     summary = {"archive": archive, "store": store, "files_new": len(todo), "files_already_stored": len(stored),
-               "window_start": start, "window_end": end}
+               "window_start": start, "window_end": end, "sites_without_files": missing}
     clf, cen = load_classifier(classifier), (load_centroids(centroids) if centroids else None)
     model_id = checkpoint_model_id(checkpoint)
     left = unfinished(store, sites, start, end, model_id, clf.classifier_id, cen.centroids_id if cen else None) if stored else {}
@@ -114,7 +131,7 @@ def label_archive(
         record(store, summary)
         return summary
     touched_sites = sorted({f.site for f in todo} | set(left.get("sites", [])))
-    ensure_limits([f"aurora-site-{s}" for s in touched_sites])
+    ensure_limits([f"aurora-site-{s}" for s in touched_sites] + ["aurora-index"])
     report = None
     with concurrency([f"aurora-site-{s}" for s in touched_sites], occupy=1, strict=True):
         if todo:
@@ -134,6 +151,10 @@ def label_archive(
         t = time.perf_counter()
         events = record_events(store, labels.get("labelled", {}))
         timings["events_seconds"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        with concurrency("aurora-index", occupy=1, strict=True):  # the limit build-index holds
+            summary["index"] = index_new(store)
+        timings["index_seconds"] = round(time.perf_counter() - t, 3)
     timings["total_seconds"] = round(time.perf_counter() - started, 3)
     summary.update(
         files_ingested=len(report.ingested) if report else 0, frames=report.frames if report else 0,
@@ -146,4 +167,8 @@ def label_archive(
     logger.info("label-archive: %d file(s) ingested, %d frames, %d hour(s) embedded, %d labelled, %d failure(s)",
                 summary["files_ingested"], summary["frames"], summary["hours_embedded"], summary["hours_labelled"],
                 len(summary["failures"]))
+    if todo and report is not None and not report.ingested:
+        raise BadInputError(archive, f"none of the {len(todo)} new file(s) could be ingested (first: "
+                            f"{summary['failures'][0] if summary['failures'] else 'unknown'})",
+                            f"fix or drop the files listed in {store}'s failures table; the next run retries them")
     return summary

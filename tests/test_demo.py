@@ -31,6 +31,9 @@ def test_demo_command_runs_the_whole_chain(tmp_path):
     for key in ("holdout_accuracy_simclr", "holdout_accuracy_random_init_encoder", "hour_cv_accuracy_simclr"):
         assert 0.0 <= summary[key] <= 1.0
     assert all(Path(p).stat().st_size > 0 for p in summary["plots"])
+    assert (tmp_path / "demo" / "keogram_gako.png").stat().st_size > 0
+    events = (tmp_path / "demo" / "events.csv").read_text().splitlines()
+    assert summary["n_events"] >= 2 and len(events) == summary["n_events"] + 1 and events[0].startswith("site,")
     both = done.stdout + done.stderr
     assert both.count("held-out accuracy") == 1, both[-4000:]  # the summary is printed once
     assert done.stdout.count("hour-grouped cross-validated accuracy") == 1

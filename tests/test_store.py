@@ -284,3 +284,19 @@ def test_s3_lock_is_exclusive_and_released(s3_env):
                 pass
     with store_lock(st, "gako", wait_s=0.5):  # released on exit
         pass
+
+
+def test_convert_store_command(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _old_layout_store(tmp_path / "old.zarr")
+    exe = Path(sys.executable).with_name("aurora-pipeline")
+    done = subprocess.run([str(exe), "convert-store", str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["hours"] == 1
+    bad = subprocess.run([str(exe), "convert-store", str(tmp_path / "missing.zarr"), str(tmp_path / "x.zarr")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no hour groups of the old layout" in bad.stderr and "Traceback" not in bad.stderr

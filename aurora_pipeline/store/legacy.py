@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 import zarr
+import zarr.errors
 
 from aurora_pipeline.store import layout
 
@@ -59,7 +60,15 @@ def convert_store(old: str, new: str, *, storage_options: dict | None = None) ->
 
     zs = zarr.storage.LocalStore(old, read_only=True) if "://" not in old else zarr.storage.FsspecStore.from_url(
         old, storage_options=storage_options or {}, read_only=True)
-    hours = _old_hours(zs)
+    try:
+        hours = _old_hours(zs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        hours = {}
+    if not hours:
+        from aurora_pipeline.errors import StoreError
+
+        raise StoreError(f"{old}: no hour groups of the old layout (STORE/<site>/<YYYYMMDD>T<HH>/) found. "
+                         "Fix: pass the path of a format-1 store.")
     st = Store.open(new, storage_options, mode="a")
     copied = 0
     for site, names in hours.items():
