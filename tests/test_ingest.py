@@ -219,7 +219,7 @@ def test_a_bug_in_preprocessing_is_raised_not_recorded(tmp_path, monkeypatch):
     archive, store = tmp_path / "archive", tmp_path / "s.zarr"
     write_synthetic_archive(archive, sites=["gako"], hours=2, frames_per_hour=4)
 
-    def broken(images, cfg):
+    def broken(images, cfg, fov=None):
         raise ZeroDivisionError("injected bug")
 
     monkeypatch.setattr(driver, "preprocess_frames", broken)
