@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from aurora_pipeline import __version__
-from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.errors import BadInputError, StoreError
 from aurora_pipeline.hours import hour_range, hour_stamp
 from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
 from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
@@ -98,7 +98,7 @@ def store_config(store, default: PreprocessConfig | None = None) -> PreprocessCo
     """The store's preprocessing setting as a config (``default`` or the paper's for a new store)."""
     try:
         setting = Store.open(store).preprocess
-    except Exception:  # noqa: BLE001 - no store yet (or not readable): the caller's open says why
+    except StoreError:  # no store yet, or not one: the caller's own open says why
         setting = None
     return PreprocessConfig(**setting) if setting else (default or PreprocessConfig())
 
