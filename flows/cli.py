@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `aurora-pipeline` command itself: the warm runner, when one is up, runs it
+        argv = sys.argv[1:]
+        code = _run_in_warm_runner(argv)
+        if code is not None:
+            return code
     args = build_parser().parse_args(argv)
     handler = _HANDLERS[args.command]
     if args.command not in _NO_FLOW:
@@ -196,6 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     if result is not None:
         print(json.dumps(_json_ready(result), indent=2, default=str, allow_nan=False))
     return 0
+
+
+def _run_in_warm_runner(argv: list[str]) -> int | None:
+    """The exit code of ``argv`` run by the warm runner of `aurora-pipeline server start`, or None
+    when there is none or it would not run it as this process would (see flows/command_runner.py)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in (None, "server"):
+        return None
+    from flows.command_runner import run_in_runner
+    from flows.local_server import choose_api
+
+    env = dict(os.environ)
+    if choose_api(env) != "local-server":
+        return None
+    return run_in_runner(argv, env, debug="--debug" in argv)
 
 
 def _prepare_prefect(debug: bool) -> None:
@@ -232,7 +252,8 @@ def _server(args):
         if not started and args.port not in (None, state.port):
             print(f"aurora-pipeline server: already running on port {state.port}, not {args.port}", file=sys.stderr)
         print(json.dumps({"running": True, "started_now": started, "api_url": state.api_url,
-                          "ui": state.api_url.removesuffix("/api"), "pid": state.pid, "log": state.log}, indent=2))
+                          "ui": state.api_url.removesuffix("/api"), "pid": state.pid, "log": state.log,
+                          "runner": local_server.server_status()["runner"]}, indent=2))
         return 0
     if args.action == "stop":
         state = local_server.stop_server()

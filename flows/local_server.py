@@ -42,6 +42,7 @@ LOG_FILE = "aurora-pipeline-server.log"
 DEFAULT_PORT = 4200                 # Prefect's own default port, where its docs send the UI
 EPHEMERAL_STARTUP_TIMEOUT_S = 900   # a first start (database migrations) on a busy 2-core machine: minutes
 SERVER_STARTUP_TIMEOUT_S = 900      # how long `server start` waits for /api/health
+RUNNER_STARTUP_TIMEOUT_S = 300     # the runner's imports (~5 s quiet) on a busy machine
 HEALTH_TIMEOUT_S = 2.0              # one health probe of a server that should already be up
 
 
@@ -54,6 +55,7 @@ class ServerState:
     api_url: str     # "http://127.0.0.1:<port>/api"
     log: str         # the server's output
     started: str     # ISO 8601 UTC
+    runner_pid: int | None = None   # the warm command runner (flows/command_runner.py), when started
 
 
 def prefect_home(environ: dict | None = None) -> Path:
@@ -170,7 +172,7 @@ def start_server(port: int = DEFAULT_PORT, timeout: float = SERVER_STARTUP_TIMEO
     """
     running = running_server()
     if running is not None:
-        return running, False
+        return start_runner(running, progress), False
     if not 1 <= port <= 65535:
         raise BadInputError("--port", f"{port} is not a TCP port", "use a port between 1024 and 65535, e.g. 4200")
     if not _port_free(port):
@@ -202,7 +204,7 @@ def start_server(port: int = DEFAULT_PORT, timeout: float = SERVER_STARTUP_TIMEO
                                 f"last lines of {log}:\n{_log_tail(str(log))}",
                                 "fix what the log says, then run `aurora-pipeline server start` again")
         if is_healthy(state.api_url):
-            return state, True
+            return start_runner(state, progress), True
         if not said and progress is not None and time.monotonic() > deadline - timeout + 5:
             progress(f"waiting for the Prefect server on port {port} (a first start creates its database; "
                      "this can take minutes)...")
@@ -222,6 +224,7 @@ def stop_server(timeout: float = 30.0) -> ServerState | None:
     if state is None:
         return None
     stopped = None
+    stop_runner(state)
     if _alive(state.pid) and _is_our_server(state.pid):
         os.kill(state.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -234,6 +237,61 @@ def stop_server(timeout: float = 30.0) -> ServerState | None:
         stopped = state
     state_path().unlink(missing_ok=True)
     return stopped
+
+
+def _is_our_runner(pid: int | None) -> bool:
+    if not pid or not _alive(pid):
+        return False
+    try:
+        return b"flows.command_runner" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
+def start_runner(state: ServerState, progress=None, timeout: float = RUNNER_STARTUP_TIMEOUT_S) -> ServerState:
+    """Start the warm command runner for the server ``state`` names, unless it is already up;
+    wait until it answers. Returns the state, with the runner's pid when it answers.
+
+    A runner that does not come up is not an error: the commands then run in their own
+    processes (slower), and `server status` says so.
+    """
+    from flows import command_runner
+
+    path = command_runner.socket_path()
+    if _is_our_runner(state.runner_pid) and command_runner.ping(path):
+        return state
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    choose_api(env)  # the settings a command started from this shell will have
+    env["PYTHONUNBUFFERED"] = "1"
+    log = prefect_home() / command_runner.RUNNER_LOG
+    with log.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "flows.command_runner", str(path)], stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                   cwd=prefect_home(), start_new_session=True)
+    state = ServerState(**{**asdict(state), "runner_pid": process.pid})
+    state_path().write_text(json.dumps(asdict(state), indent=2))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if command_runner.ping(path):
+            return state
+        time.sleep(0.2)
+    if progress is not None:
+        progress(f"aurora-pipeline server: the warm command runner did not start (see {log}); "
+                 "commands run in their own processes, each paying Prefect's import")
+    return state
+
+
+def stop_runner(state: ServerState) -> None:
+    if _is_our_runner(state.runner_pid):
+        os.kill(state.runner_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _alive(state.runner_pid) and time.monotonic() < deadline:
+            _reap(state.runner_pid)
+            time.sleep(0.1)
+        if _alive(state.runner_pid):
+            os.kill(state.runner_pid, signal.SIGKILL)
+        _reap(state.runner_pid)
 
 
 def _reap(pid: int) -> None:
@@ -249,5 +307,8 @@ def server_status() -> dict:
     state = read_state()
     if state is None:
         return {"running": False, "state_file": str(state_path())}
+    from flows import command_runner
+
     up = _alive(state.pid) and _is_our_server(state.pid) and is_healthy(state.api_url)
-    return {"running": up, **asdict(state), "state_file": str(state_path())}
+    runner = up and _is_our_runner(state.runner_pid) and command_runner.ping(command_runner.socket_path())
+    return {"running": up, **asdict(state), "runner": bool(runner), "state_file": str(state_path())}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flows import command_runner
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -168,6 +170,92 @@ def test_commands_use_the_running_local_server(cli, built):
     assert cli.flow_runs("pretrain-encoder") and cli.flow_runs("embed-frames")
     again = cli.json("server", "start")  # already up: reported, nothing started
     assert again["started_now"] is False and again["api_url"] == cli.api_url
+
+
+# --------------------------------------------------------------------------- the warm runner
+
+
+def runner_log(cli: Cli) -> list[str]:
+    """The lines of the warm runner's log that say which command it ran."""
+    path = cli.home / command_runner.RUNNER_LOG
+    return [line for line in path.read_text().splitlines() if " runs `aurora-pipeline " in line]
+
+
+def test_commands_run_in_the_warm_runner(cli, built):
+    assert cli.json("server", "status")["runner"] is True
+    ran = runner_log(cli)
+    assert any("runs `aurora-pipeline ingest --archive" in line for line in ran)
+    assert any("runs `aurora-pipeline pretrain --store" in line for line in ran)
+    before = len(runner_log(cli))
+    done = cli.run("ingest", "--archive", str(built.archive), "--store", str(built.store), "--sites", "gako",
+                   "--image-size", "32")
+    assert strict_json(done.stdout)["files_skipped"] == 2
+    assert len(runner_log(cli)) == before + 1  # this command, run by the runner, output on our pipes
+
+
+def test_other_import_time_settings_run_the_command_in_its_own_process(cli, built, tmp_path):
+    before = len(runner_log(cli))
+    done = cli.run("--debug", "ingest", "--archive", str(built.archive), "--store", str(tmp_path / "s.zarr"),
+                   "--sites", "gill", "--end", HOURS[1], "--image-size", "32",
+                   extra_env={"PREFECT_LOGGING_LEVEL": "ERROR"})
+    assert strict_json(done.stdout)["files_ingested"] == 1
+    assert "settings read at import differ from the runner's: PREFECT_LOGGING_LEVEL" in done.stderr
+    assert len(runner_log(cli)) == before
+    off = cli.run("ingest", "--archive", str(tmp_path / "none"), "--store", str(tmp_path / "t.zarr"), expect=2,
+                  extra_env={command_runner.OFF_SWITCH: "1"})
+    assert off.stderr.count("error:") == 1 and len(runner_log(cli)) == before
+
+
+def test_a_user_error_in_the_runner_prints_one_line_and_exits_2(cli, tmp_path):
+    done = cli.run("ingest", "--archive", str(tmp_path / "nowhere"), "--store", str(tmp_path / "s.zarr"), expect=2)
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "holds no THEMIS ASI tree" in errors[0] and "Traceback" not in done.stderr
+    assert "runs `aurora-pipeline ingest --archive " + str(tmp_path / "nowhere") in runner_log(cli)[-1]
+
+
+def test_ctrl_c_reaches_the_command_the_runner_runs(cli, tmp_path):
+    archive = tmp_path / "archive"
+    cli.json("synth-archive", str(archive), "--sites", "gako", "--hours", "2", "--frames-per-hour", "240")
+    before = len(runner_log(cli))
+    command = subprocess.Popen([str(CLI), "ingest", "--archive", str(archive), "--store", str(tmp_path / "s.zarr"),
+                                "--image-size", "32"], env=cli.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(runner_log(cli)) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = runner_log(cli)[-1]
+    assert "ingest --archive " + str(archive) in line
+    pid = int(line.split("runner: pid ")[1].split()[0])
+    time.sleep(1.0)
+    command.send_signal(signal.SIGINT)
+    out, err = command.communicate(timeout=120)
+    assert command.returncode == 130, out + err
+    assert "KeyboardInterrupt" in err
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists()  # the command's process is gone, not left running
+
+
+def test_the_runner_restarts_when_the_code_changes(cli, built, tmp_path):
+    marker = REPO / "flows" / "__init__.py"
+    info = marker.stat()
+    before = len(runner_log(cli))
+    try:
+        os.utime(marker, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+        done = cli.run("--debug", "ingest", "--archive", str(built.archive), "--store", str(built.store),
+                       "--sites", "gako", "--image-size", "32")
+        assert "the code changed since the runner started" in done.stderr
+        assert strict_json(done.stdout)["files_skipped"] == 2 and len(runner_log(cli)) == before
+        path = command_runner.socket_path(cli.env)
+        deadline = time.monotonic() + 300
+        while not command_runner.ping(path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        cli.run("ingest", "--archive", str(built.archive), "--store", str(built.store), "--sites", "gako",
+                "--image-size", "32")
+        assert len(runner_log(cli)) == before + 1  # the restarted runner, with the new code, ran it
+    finally:
+        os.utime(marker, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
 def test_a_fresh_prefect_home_needs_nothing_set(built, tmp_path):
