@@ -226,14 +226,7 @@ def stop_server(timeout: float = 30.0) -> ServerState | None:
     stopped = None
     stop_runner(state)
     if _alive(state.pid) and _is_our_server(state.pid):
-        os.kill(state.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(state.pid) and time.monotonic() < deadline:
-            _reap(state.pid)
-            time.sleep(0.2)
-        if _alive(state.pid):
-            os.kill(state.pid, signal.SIGKILL)
-        _reap(state.pid)
+        _terminate(state.pid, timeout)
         stopped = state
     state_path().unlink(missing_ok=True)
     return stopped
@@ -284,14 +277,19 @@ def start_runner(state: ServerState, progress=None, timeout: float = RUNNER_STAR
 
 def stop_runner(state: ServerState) -> None:
     if _is_our_runner(state.runner_pid):
-        os.kill(state.runner_pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _alive(state.runner_pid) and time.monotonic() < deadline:
-            _reap(state.runner_pid)
-            time.sleep(0.1)
-        if _alive(state.runner_pid):
-            os.kill(state.runner_pid, signal.SIGKILL)
-        _reap(state.runner_pid)
+        _terminate(state.runner_pid, 10.0)
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM, then SIGKILL when ``pid`` is still alive after ``timeout`` seconds."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
 
 
 def _reap(pid: int) -> None:
