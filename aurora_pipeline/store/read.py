@@ -11,6 +11,8 @@ labels and clusters stay lazy (Dask); computing them reads only the chunks they 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -114,7 +116,7 @@ def read_slots(store, site: str, year: int, slots: np.ndarray, variable: str, *,
 
 def skymap_coords(group, hour_skymaps: np.ndarray) -> tuple[dict, dict]:
     """(coords, attrs) to put on an opened site-year: hour_skymaps is the `skymap` fact of each
-    frame's hour (facts["skymap"][owner] in _open_year).
+    frame's hour (facts["skymap"][owner]).
 
     coords always has `skymap` along time; el/az/lat/lon (y, x) only when all frames share one.
     """
@@ -133,48 +135,198 @@ def skymap_coords(group, hour_skymaps: np.ndarray) -> tuple[dict, dict]:
 
 
 
-def _open_year(st: Store, site: str, year: int, start, end, variables) -> xr.Dataset | None:
-    group = st.year_group(site, year)
-    facts = read_facts(group, ("frames", "skymap", *sorted(set(DERIVED.values()))))
+@dataclass
+class _YearPiece:
+    """What ``open_site`` reads of one site-year: its stored frames in range and the arrays that hold them."""
+
+    year: int
+    group: object                  # the zarr Group
+    hours: np.ndarray              # stored hour indices in range
+    slots: np.ndarray              # slot of each frame in range
+    owner: np.ndarray              # hour index of each frame
+    times: np.ndarray              # datetime64[ms] of each frame
+    facts: dict                    # fact -> (hours_in_year,) values
+    arrays: dict                   # variable -> zarr Array (only those present and asked for)
+    classes: tuple | None          # (values, attrs) of the `class` coordinate, when label_probability is read
+
+
+DATA_VARS = ("frames", "embedding", "label", "label_probability", "cluster")  # along slot, beside `time`
+
+
+async def _array_or_none(agroup, name: str):
+    """The array ``name`` of the group, or None when the stage that writes it has not run there
+    (asked for by name: listing a site-year's keys walks all its chunk objects)."""
+    try:
+        return await agroup.getitem(name)
+    except KeyError:
+        return None
+_READ_FACTS = ("frames", "skymap", *sorted(set(DERIVED.values())))
+
+
+async def _read_year(group, year: int, start, end, variables) -> _YearPiece | None:
+    """One site-year's facts, frame times and array handles, fetched concurrently (a few round trips)."""
+    import asyncio
+
+    import zarr
+
+    agroup = group._async_group
+    fact_arrays = await asyncio.gather(*(agroup.getitem(f"hour_{name}") for name in _READ_FACTS))
+    values = await asyncio.gather(*(a.getitem(slice(None)) for a in fact_arrays))
+    facts = {name: (v.astype(object) if FACTS[name][0] == "str" else np.asarray(v)) for name, v in zip(_READ_FACTS, values)}
     hours = _hours_in_range(year, facts["frames"], start, end)
     if not len(hours):
         return None
     slots, owner = hour_slot_index(hours, facts["frames"][hours])
-    times = read_rows(group, "time", slots).astype("datetime64[ms]")
+    asked = [n for n in DATA_VARS if variables is None or n in variables]
+    time_array, *found = await asyncio.gather(agroup.getitem("time"), *(_array_or_none(agroup, n) for n in asked))
+    names, handles = [n for n, a in zip(asked, found) if a is not None], [a for a in found if a is not None]
+    times = (await time_array.get_orthogonal_selection((slots,))).astype("datetime64[ms]")
     keep = np.ones(len(slots), bool)
     if to_time(start) is not None:
         keep &= times >= to_time(start)
     if to_time(end) is not None:
         keep &= times < to_time(end)
-    slots, owner, times = slots[keep], owner[keep], times[keep]
-    if not len(slots):
+    if not keep.any():
         return None
-    skip = ["time", *(f"hour_{f}" for f in FACTS), *SKYMAP_VARS, "skymap_file", "skymap_sha256", "skymap_valid_from",
-            "skymap_crop"]
-    if variables is not None:
-        skip += [v for v in ("frames", "embedding", "label", "label_probability", "cluster") if v not in variables]
-    ds = xr.open_zarr(st.zs, group=layout.year_path(site, year), chunks=None, consolidated=False, drop_variables=skip)
-    names = [v for v in ds.data_vars if not v.startswith("hour_") and (variables is None or v in variables)]
-    extra, sky_attrs = skymap_coords(group, facts["skymap"][owner])
-    if not names:  # none of the asked variables written yet: the time axis alone
-        return xr.Dataset(coords={"time": ("time", times, {"standard_name": "time", "long_name": "frame time (UT)"}),
-                                  **extra}, attrs={"aurora_hours": int(len(hours)), **sky_attrs})
-    ds = ds[names].drop_vars("time", errors="ignore").isel(slot=slots)
-    per_frame = sum(int(np.prod(ds[v].shape[1:])) * ds[v].dtype.itemsize for v in names) or 1
-    ds = ds.chunk({"slot": max(1024, min(1 << 20, DASK_CHUNK_BYTES // per_frame))})
-    for name in names:
-        fact = DERIVED.get(name)
-        if fact is not None:
-            done = facts[fact][owner] != ""
-            attrs = dict(ds[name].attrs) | _ids(facts, hours, name)
-            if not done.all():  # values of hours whose stage has not completed are missing
-                ds[name] = ds[name].where(xr.DataArray(done, dims="slot"))
-            ds[name].attrs = attrs
-    ds = ds.assign_coords(time=("slot", times, {"standard_name": "time", "long_name": "frame time (UT)"}))
+    classes = None
+    if "label_probability" in names:
+        array = await agroup.getitem("class")
+        classes = (np.asarray(await array.getitem(slice(None))), dict(array.attrs))
+    return _YearPiece(year, group, hours, slots[keep], owner[keep], times[keep], facts,
+                      {n: zarr.Array(h) for n, h in zip(names, handles)}, classes)
+
+
+def _read_years(st: Store, site: str, years: list[int], start, end, variables) -> list[_YearPiece]:
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    groups = [st.year_group(site, y) for y in years]
+
+    async def read_all():
+        return await asyncio.gather(*(_read_year(g, y, start, end, variables) for g, y in zip(groups, years)))
+
+    return [p for p in sync(read_all()) if p is not None]
+
+
+def _lazy_rows(array, slots: np.ndarray, rows: int):
+    """The rows ``slots`` of a zarr array as a dask array in blocks of ``rows`` frames; each block
+    reads only the chunks that hold its slots, when computed."""
+    import hashlib
+
+    import dask.array as da
+
+    blocks = [slots[i: i + rows] for i in range(0, len(slots), rows)]
+    name = "aurora-rows-" + hashlib.sha1(f"{array.store_path}".encode() + slots.tobytes()).hexdigest()
+    tail = (slice(None),) * (array.ndim - 1)
+    graph = {(name, i, *([0] * (array.ndim - 1))): (_read_block, array, block, tail) for i, block in enumerate(blocks)}
+    chunks = (tuple(len(b) for b in blocks), *((n,) for n in array.shape[1:]))
+    return da.Array(graph, name, chunks, dtype=array.dtype)
+
+
+def _read_block(array, slots: np.ndarray, tail: tuple) -> np.ndarray:
+    return array.get_orthogonal_selection((slots, *tail))
+
+
+def _site_variable(name: str, pieces: list[_YearPiece], rows: int) -> xr.Variable:
+    """``name`` over every piece (fill values where a site-year lacks it), CF-decoded as xarray would."""
+    import dask.array as da
+
+    first = next(p.arrays[name] for p in pieces if name in p.arrays)
+    parts = [(_lazy_rows(p.arrays[name], p.slots, rows) if name in p.arrays else
+              da.full((len(p.slots), *first.shape[1:]), first.fill_value, dtype=first.dtype,
+                      chunks=(rows, *first.shape[1:]))) for p in pieces]
+    data = parts[0] if len(parts) == 1 else da.concatenate(parts)
+    attrs = _agreed_attrs([p.arrays[name].attrs for p in pieces if name in p.arrays])
+    if "_FillValue" in attrs:  # as the array's metadata has it (the attribute may be encoded, e.g. NaN)
+        attrs["_FillValue"] = first.fill_value.item()
+    encoding = {"dtype": first.dtype, "chunks": first.chunks}
+    if "coordinates" in attrs:
+        encoding["coordinates"] = attrs.pop("coordinates")
+    dims = ("time", *list(first.metadata.dimension_names or [f"dim_{i}" for i in range(first.ndim)])[1:])
+    return xr.conventions.decode_cf_variable(name, xr.Variable(dims, data, attrs, encoding), decode_times=False)
+
+
+def _agreed_attrs(all_attrs: list) -> dict:
+    """The attributes that every site-year that has them agrees on (xarray's ``drop_conflicts``)."""
+    out, dropped = {}, set()
+    for attrs in all_attrs:
+        for key, value in dict(attrs).items():
+            if key in dropped:
+                continue
+            if key in out and not _same(out[key], value):
+                out.pop(key)
+                dropped.add(key)
+            elif key not in out:
+                out[key] = value
+    return out
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):
+        return a == b
+
+
+def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
+    times = np.concatenate([p.times for p in pieces])
+    owners = [(p, p.owner) for p in pieces]
+    names = sorted({n for p in pieces for n in p.arrays}, key=lambda n: (n != "frames", n))
+    skymaps = np.concatenate([p.facts["skymap"][p.owner] for p in pieces])
+    extra, sky_attrs = _site_skymap(pieces, skymaps)
+    n_hours = int(sum(len(p.hours) for p in pieces))
+    coords = {"time": ("time", times, {"standard_name": "time", "long_name": "frame time (UT)"}), **extra}
+    classes = next((p.classes for p in pieces if p.classes is not None), None)
+    if classes is not None:
+        coords["class"] = ("class", classes[0], classes[1])
+    data = {}
+    if names:
+        per_frame = sum(int(np.prod(_shape_of(n, pieces)[1:])) * _dtype_of(n, pieces).itemsize for n in names) or 1
+        rows = max(1024, min(1 << 20, DASK_CHUNK_BYTES // per_frame))
+        for name in names:
+            var = _site_variable(name, pieces, rows)
+            fact = DERIVED.get(name)
+            if fact is not None:
+                done = np.concatenate([p.facts[fact][owner] != "" for p, owner in owners])
+                attrs = dict(var.attrs) | _ids_over(pieces, name)
+                if not done.all():  # values of hours whose stage has not completed are missing
+                    var = var.where(xr.Variable("time", done))
+                var.attrs = attrs
+            data[name] = var
+    ds = xr.Dataset(data, coords=coords)
     ds["time"].encoding = {"units": layout.TIME_UNITS, "dtype": "int64"}
-    ds = ds.swap_dims(slot="time").assign_coords(extra)
-    ds.attrs = {"aurora_hours": int(len(hours)), **sky_attrs}
+    ds.attrs = {"site": site, "aurora_hours": n_hours, "aurora_pipeline_version": st.attrs.get("aurora_pipeline_version"),
+                **sky_attrs,
+                **{f"preprocess_{k}": ("none" if v is None else v) for k, v in (st.preprocess or {}).items()}}
     return ds
+
+
+def _shape_of(name, pieces):
+    return next(p.arrays[name].shape for p in pieces if name in p.arrays)
+
+
+def _dtype_of(name, pieces):
+    return next(p.arrays[name].dtype for p in pieces if name in p.arrays)
+
+
+def _site_skymap(pieces: list[_YearPiece], skymaps: np.ndarray) -> tuple[dict, dict]:
+    """The `skymap` coordinate along time, and el/az/lat/lon when every frame shares one skymap."""
+    names = np.asarray(skymaps, dtype=object).astype(str)
+    coords = {"skymap": ("time", names, {"long_name": "skymap file of the frame's hour (empty: inscribed circle)"})}
+    used = sorted({n for n in names if n})
+    if len(used) != 1:
+        return coords, ({"skymap_files": " ".join(used)} if used else {})
+    piece = next(p for p, owner_names in ((p, p.facts["skymap"][p.owner]) for p in pieces) if used[0] in set(owner_names))
+    geometry, attrs = skymap_coords(piece.group, piece.facts["skymap"][piece.owner])
+    return {**coords, **{k: v for k, v in geometry.items() if k != "skymap"}}, attrs
+
+
+def _ids_over(pieces: list[_YearPiece], name: str) -> dict:
+    """The model / classifier / centroids ids of ``name`` where all its hours agree on one."""
+    facts = {f: np.concatenate([p.facts[f][p.hours] for p in pieces]) for f in set(DERIVED.values())}
+    hours = np.arange(len(facts["embedding_model"]))
+    return _ids(facts, hours, name)
 
 
 ID_ATTRS = {"embedding_model": "aurora_model_id", "classifier": "aurora_classifier_id", "centroids": "aurora_centroids_id"}
@@ -216,22 +368,11 @@ def open_site(store, site: str, start=None, end=None, *, variables: list[str] | 
     """
     st = Store.open(store, storage_options)
     site = site.lower()
-    parts = [p for p in _in_threads(lambda y: _open_year(st, site, y, start, end, variables), years_in(st, site, start, end))
-             if p is not None]
-    if not parts:
+    pieces = _read_years(st, site, years_in(st, site, start, end), start, end, variables)
+    if not pieces:
         raise StoreError(f"{st.url}: no stored hours for site {site!r} in [{start}, {end}). Sites in the store: "
                          f"{', '.join(st.sites()) or 'none'}. Fix: ingest that site and time range first.")
-    n_hours = sum(p.attrs["aurora_hours"] for p in parts)
-    ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time", data_vars="all", coords="minimal",
-                                                    compat="override", join="outer", combine_attrs="drop_conflicts")
-    used = sorted({str(v) for v in ds["skymap"].values if v}) if "skymap" in ds.coords else []
-    if len(used) > 1:  # one geometry per dataset: the range spans skymaps, so el/az/lat/lon are left out
-        ds = ds.drop_vars([v for v in SKYMAP_VARS if v in ds.coords])
-        ds.attrs = {"skymap_files": " ".join(used)}
-    sky = {k: v for k, v in ds.attrs.items() if k.startswith("skymap_")}
-    ds.attrs = {"site": site, "aurora_hours": n_hours, "aurora_pipeline_version": st.attrs.get("aurora_pipeline_version"), **sky,
-                **{f"preprocess_{k}": ("none" if v is None else v) for k, v in (st.preprocess or {}).items()}}
-    return ds
+    return _site_dataset(st, site, pieces)
 
 
 def open_sites(store, sites: list[str] | None = None, start=None, end=None, *, label: str | None = None,
