@@ -111,7 +111,7 @@ def memory_format_for(device: torch.device | str, mixed: bool, work: str) -> tor
 
     Either format computes the same function; float32 results differ only by
     rounding (relative difference about 5e-7 for ResNet18 embeddings, tested in
-    tests/test_train.py). The choice is a fixed rule per device kind, taken from
+    tests/encoder/test_train.py). The choice is a fixed rule per device kind, taken from
     measurements (BENCHMARKS.md, "The CPU path without bf16"):
 
     * CUDA: channels_last with bf16 (tensor-core convolutions want NHWC), else

@@ -5,7 +5,7 @@ On a CUDA machine (the lent H200; see benchmarks/README.md for how to run it the
     bash benchmarks/gpu_check.sh                       # results under $OUT/gpu_check
     python3 benchmarks/gpu_check.py --out DIR [--budget-s 420]
 
-Anywhere else the same steps run on the CPU at a tiny setting (``tests/test_gpu_check.py``
+Anywhere else the same steps run on the CPU at a tiny setting (``tests/benchmarks/test_gpu_check.py``
 runs it), so the check cannot rot before a GPU is lent:
 
     .venv/bin/python benchmarks/gpu_check.py --out gpu_check_out

@@ -70,7 +70,7 @@ for _name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_END
 os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
 # Flows called in this process get their Prefect API exactly as the `aurora-pipeline`
 # command gets it (a temporary server with the command's generous start-up timeout);
-# tests/test_cli.py checks that the command needs nothing from here.
+# tests/flows/test_cli.py checks that the command needs nothing from here.
 from flows.local_server import choose_api  # noqa: E402 - no Prefect import
 
 choose_api()

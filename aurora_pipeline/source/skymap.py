@@ -21,7 +21,7 @@ file's arrays, as ``scipy.io.readsav`` returns them, turned by 180 degrees
 ``thg_l1_asf_gako_2011010617_v01.cdf`` against 22 bright stars: turned by 180 degrees,
 18 of them sit within 2.5 degrees (median 0.95) of a star in the frame; used as
 ``readsav`` returns them (as asilib 0.x and themisasi do), none does
-(tests/test_skymap.py keeps this check). The synthetic archive draws its skies the
+(tests/source/test_skymap.py keeps this check). The synthetic archive draws its skies the
 same way (north = +row, east = +column).
 
     >>> files = list_skymaps("/data/skymaps", "gako")

@@ -19,7 +19,7 @@ from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.store import Store, read_inventory
 from aurora_pipeline.synth.archive import render_site_hour, write_asi_cdf, write_synthetic_archive
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 REAL = SHARED / "themis" / "thg_l1_asf_gako_2011010617_v01.cdf"
 SMALL = PreprocessConfig(image_size=32)
 

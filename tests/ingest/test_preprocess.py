@@ -82,7 +82,7 @@ from aurora_pipeline.ingest.preprocess import (  # noqa: E402
     to_uint8,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "themis"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "themis"
 GAKO_SKYMAP = DATA / "skymaps" / "themis_skymap_gako_20110305-+_vXX.sav"
 GAKO_CDF = DATA / "thg_l1_asf_gako_2011010617_v01.cdf"
 needs_data = pytest.mark.skipif(not GAKO_SKYMAP.is_file() or not GAKO_CDF.is_file(),

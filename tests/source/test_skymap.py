@@ -19,7 +19,7 @@ from aurora_pipeline.source.skymap import (
     to_frame_orientation,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "themis"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "themis"
 SKYMAPS = DATA / "skymaps"
 GAKO = SKYMAPS / "themis_skymap_gako_20110305-+_vXX.sav"
 ATHA = SKYMAPS / "themis_skymap_atha_20230115-+_v02.sav"

@@ -15,7 +15,7 @@ from aurora_pipeline.store import Store
 from aurora_pipeline.store.failures import read_failures
 from aurora_pipeline.synth.archive import write_synthetic_archive
 
-SKYMAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "themis" / "skymaps"
+SKYMAPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "themis" / "skymaps"
 GAKO = "themis_skymap_gako_20110305-+_vXX.sav"
 
 

@@ -15,7 +15,7 @@ from aurora_pipeline.oath.dataset import CLASS_NAMES, OATH_CLASS_COUNTS, load_oa
 from aurora_pipeline.oath.synth import OATH_HEADER, write_synthetic_oath
 from aurora_pipeline.pngio import read_png16, write_png16
 
-SHARED_OATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "oath"
+SHARED_OATH = Path(__file__).resolve().parents[3] / "shared" / "data" / "oath"
 REAL_PICNUMS = ["00001", "00002", "00004", "00005", "00006", "00007", "00008", "00011", "00014", "00053"]
 
 

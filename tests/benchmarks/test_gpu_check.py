@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["environment", "correctness", "bare_model", "embed_store", "pretrain_epoch", "oath"]
 
 

@@ -32,7 +32,7 @@ from test_label_archive import FRAMES_PER_HOUR, IMAGE_SIZE, SITE, NightlyModels,
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NIGHTLY = "label-archive/nightly"
 OATH = "oath-benchmark/oath-benchmark"
 RUN_TIMEOUT_S = 300  # a flow run that has not finished by then is reported with the worker's log

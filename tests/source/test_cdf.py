@@ -14,7 +14,7 @@ from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.source.sites import SITES
 from aurora_pipeline.synth.archive import write_asi_cdf
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 REAL = DATA / "themis" / "thg_l1_asf_gako_2011010617_v01.cdf"
 GOOD_NAME = "thg_l1_asf_gako_2011010604_v01.cdf"
 

@@ -12,7 +12,7 @@ from aurora_pipeline.oath.dataset import CLASS_NAMES, load_oath
 from aurora_pipeline.oath.synth import OATH_HEADER, class_counts, rotate_like_release, write_synthetic_oath
 from aurora_pipeline.pngio import read_png16
 
-SHARED_OATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "oath"
+SHARED_OATH = Path(__file__).resolve().parents[3] / "shared" / "data" / "oath"
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from servers import free_port
 pytestmark = pytest.mark.slow
 
 CLI = Path(sys.executable).parent / "aurora-pipeline"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOURS = ("2011-01-06T04", "2011-01-06T05")
 
 
