@@ -20,8 +20,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/aurora-pipeline demo --workdir demo_out
 
+# Two test processes (pytest-xdist), each module in one of them: most of the suite waits on
+# real servers and subprocesses, so two keep a 2-core machine busy. PYTEST_ARGS="-n 0" runs one.
 test: $(STAMP)
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_out
