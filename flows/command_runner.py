@@ -14,6 +14,8 @@ process gets are passed on to the child's process group.
 
 The runner is used only when it would do what a new process does:
 
+- the same installation: the command's interpreter and packages are the runner's (two
+  checkouts that share a Prefect home each run their own code);
 - the same code: the ``.py`` files of ``aurora_pipeline`` and ``flows`` and the installed
   distributions are unchanged since it started (otherwise it restarts itself, and this
   one command runs in its own process);
@@ -99,6 +101,14 @@ def import_time_settings(environ: dict) -> dict:
     return chosen
 
 
+def _install() -> list[str]:
+    """Which installation a process runs: its interpreter and where its packages are imported from."""
+    import aurora_pipeline
+    import flows
+
+    return [sys.executable, str(Path(aurora_pipeline.__file__).parent), str(Path(flows.__file__).parent)]
+
+
 def code_fingerprint() -> str:
     """Changes when a ``.py`` file of the packages changes or a distribution is installed or removed."""
     import aurora_pipeline
@@ -175,7 +185,8 @@ def run_in_runner(argv: list[str], environ: dict | None = None, debug: bool = Fa
         socket.send_fds(sock, [b"r"], [0, 1, 2])
         umask = os.umask(0)
         os.umask(umask)
-        _send(sock, {"argv": list(argv), "cwd": os.getcwd(), "env": dict(env), "umask": umask})
+        _send(sock, {"argv": list(argv), "cwd": os.getcwd(), "env": dict(env), "umask": umask,
+                     "install": _install()})
         reply = _receive(sock)
     except OSError as err:
         sock.close()
@@ -295,6 +306,9 @@ class Runner:
             return "ping"
         if len(fds) != 3 or not isinstance(request.get("argv"), list):
             return "malformed request"
+        if request.get("install") != _install():
+            return (f"the command comes from another installation ({request.get('install')}) than the runner's "
+                    f"({_install()})")
         theirs = import_time_settings(request["env"])
         if theirs != self.settings:
             changed = sorted(k.strip() for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))

@@ -68,6 +68,13 @@ for _name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_END
               "AWS_ENDPOINT_URL_S3", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
     os.environ.pop(_name, None)
 os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+# `make test` runs two test processes (pytest-xdist). Each gets its share of the cores for
+# torch and BLAS, as one would give two jobs sharing a machine: with both at the default
+# (all cores each) the OpenMP barriers of two processes collide and a training test ran
+# 7x slower (20 s alone, 144 s beside another). A user's own setting is kept.
+_TEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _TEST_PROCESSES > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _TEST_PROCESSES)))
 # Flows called in this process get their Prefect API exactly as the `aurora-pipeline`
 # command gets it (a temporary server with the command's generous start-up timeout);
 # tests/flows/test_cli.py checks that the command needs nothing from here.
@@ -144,3 +151,24 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     server = start_prefect_server(tmp_path_factory.mktemp("prefect-server"))
     yield server
     server.stop()
+
+
+# Modules that take minutes (`make test PYTEST_ARGS=--durations=40`), collected first: with two
+# test processes, each taking whole modules, the short modules then fill the end of the run
+# instead of one long module running alone.
+SLOW_MODULES = ("flows/test_demo.py", "flows/test_deployments.py", "oath/test_supervised.py", "flows/test_cli.py",
+                "oath/test_oath_protocol.py", "search/test_search_store.py", "ingest/test_ingest.py",
+                "store/test_store_stages.py", "test_servers.py", "encoder/test_train.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+
+    def rank(item) -> int:
+        try:
+            module = Path(item.path).relative_to(here).as_posix()
+        except ValueError:
+            return len(SLOW_MODULES)
+        return SLOW_MODULES.index(module) if module in SLOW_MODULES else len(SLOW_MODULES)
+
+    items.sort(key=rank)  # stable: the order within each module is kept

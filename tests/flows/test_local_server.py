@@ -66,3 +66,23 @@ def test_user_errors_stay_off_the_console_and_everything_else_stays_on():
 def test_json_output_has_null_where_python_has_nan():
     value = {"images_per_second": float("nan"), "loss": [1.0, float("inf")], "n": 3}
     assert json.dumps(_json_ready(value), allow_nan=False) == '{"images_per_second": null, "loss": [1.0, null], "n": 3}'
+
+
+def test_the_warm_runner_refuses_what_a_new_process_would_do_differently(tmp_path):
+    """A command from another installation, with other import-time settings, or after a code change
+    is not run by the runner (it runs in its own process); a matching one is."""
+    from pathlib import Path
+
+    from flows import command_runner
+
+    runner = command_runner.Runner(tmp_path / "runner.sock")
+    request = {"argv": ["ingest"], "env": dict(os.environ), "install": command_runner._install()}
+    assert runner._refusal(request, [0, 1, 2]) is None
+    other = {**request, "install": ["/other/venv/bin/python", "/other/aurora_pipeline", "/other/flows"]}
+    assert "another installation" in runner._refusal(other, [0, 1, 2])
+    settings = {**request, "env": {**request["env"], "OMP_NUM_THREADS": "7"}}
+    assert "OMP_NUM_THREADS" in runner._refusal(settings, [0, 1, 2])
+    assert runner._refusal(request, []) == "malformed request"
+    runner.code = "something else"
+    assert runner._refusal(request, [0, 1, 2]).startswith("the code changed")
+    assert Path(command_runner._install()[2]).name == "flows"
