@@ -178,18 +178,29 @@ def label_rows(proba: np.ndarray) -> dict[str, np.ndarray]:
     return {"label": np.argmax(proba, axis=1).astype(np.int8), "label_probability": proba.astype(np.float32)}
 
 
+def pending_hours(st: Store, sites, start, end, only, *, encoder_id: str, fact: str, value: str, made_by: str,
+                  fix: str) -> tuple[list[HourRef], list[HourRef]]:
+    """(hours embedded by ``encoder_id`` whose ``fact`` is not yet ``value``, hours already done).
+
+    A store embedded by another encoder is refused with what the model was ``made_by`` and the ``fix``.
+    """
+    sites = [s.lower() for s in (sites or st.sites())]
+    try:
+        refs, _ = embedded_hours(st, sites, start, end, only, model=encoder_id)
+    except StoreError as err:
+        raise StoreError(f"{made_by}: {err} Fix: {fix}.") from None
+    return split_done(refs, fact, value)
+
+
 def classify_store(store, clf, *, sites=None, start=None, end=None, storage_options: dict | None = None,
                    only: set | None = None) -> dict:
     """Write labels for every hour embedded by the classifier's encoder; hours already labelled
     by this classifier are skipped. ``only``: (site, datetime64[h]) pairs to limit to."""
     st = Store.open(store, storage_options, mode="a")
-    sites = [s.lower() for s in (sites or st.sites())]
-    try:
-        refs, _ = embedded_hours(st, sites, start, end, only, model=clf.encoder_id)
-    except StoreError as err:
-        raise StoreError(f"the classifier {clf.classifier_id} was fitted on encoder {clf.encoder_id}'s embeddings: "
-                         f"{err} Fix: refit with `aurora-pipeline fit-classifier` on this store.") from None
-    todo, done = split_done(refs, FACT, clf.classifier_id)
+    todo, done = pending_hours(st, sites, start, end, only, encoder_id=clf.encoder_id, fact=FACT,
+                               value=clf.classifier_id,
+                               made_by=f"the classifier {clf.classifier_id} was fitted on encoder {clf.encoder_id}'s "
+                                       "embeddings", fix="refit with `aurora-pipeline fit-classifier` on this store")
     counts = np.zeros(len(clf.class_names), dtype=np.int64)
     for site, year in sorted({(r.site, r.year) for r in todo}):
         ensure_labels(st, site, year, list(clf.class_names))

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aurora_pipeline.classify.driver import embedded_hours, read_embeddings, read_hour_embedding
+from aurora_pipeline.classify.driver import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
 from aurora_pipeline.cluster.model import ClusterConfig, Centroids, assign_clusters, load_centroids, save_centroids, scan_k
-from aurora_pipeline.errors import StoreError
 from aurora_pipeline.plots import montage_png, silhouette_png
 from aurora_pipeline.store.core import Store
-from aurora_pipeline.store.stages import run_small_stage, split_done
+from aurora_pipeline.store.stages import run_small_stage
 from aurora_pipeline.store.writer import ensure_cluster
 
 FACT = "centroids"
@@ -29,18 +28,15 @@ def assign_store(store, centroids: Centroids, *, sites=None, start=None, end=Non
                  only: set | None = None) -> dict:
     """Write ``cluster`` for every hour embedded by the centroids' encoder and not yet assigned with them."""
     st = Store.open(store, storage_options, mode="a")
-    sites = [s.lower() for s in (sites or st.sites())]
-    try:
-        refs, _ = embedded_hours(st, sites, start, end, only, model=centroids.encoder_id)
-    except StoreError as err:
-        raise StoreError(f"centroids {centroids.centroids_id} come from encoder {centroids.encoder_id}: {err} "
-                         "Fix: rerun `aurora-pipeline cluster` on this store.") from None
-    todo, done = split_done(refs, FACT, centroids.centroids_id)
+    todo, done = pending_hours(st, sites, start, end, only, encoder_id=centroids.encoder_id, fact=FACT,
+                               value=centroids.centroids_id,
+                               made_by=f"centroids {centroids.centroids_id} come from encoder {centroids.encoder_id}",
+                               fix="rerun `aurora-pipeline cluster` on this store")
     for site, year in sorted({(r.site, r.year) for r in todo}):
         ensure_cluster(st, site, year, centroids.k)
     run_small_stage(st, todo, FACT, centroids.centroids_id, read=lambda ref: read_hour_embedding(st, ref),
                     compute=lambda ref, x: {"cluster": assign_clusters(x, centroids.centroids).astype(np.int16)})
-    return {"hours_assigned": len(todo), "hours": len(refs)}
+    return {"hours_assigned": len(todo), "hours": len(todo) + len(done)}
 
 
 def cluster_store(

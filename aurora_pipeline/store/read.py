@@ -271,7 +271,6 @@ def _same(a, b) -> bool:
 
 def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
     times = np.concatenate([p.times for p in pieces])
-    owners = [(p, p.owner) for p in pieces]
     names = sorted({n for p in pieces for n in p.arrays}, key=lambda n: (n != "frames", n))
     skymaps = np.concatenate([p.facts["skymap"][p.owner] for p in pieces])
     extra, sky_attrs = _site_skymap(pieces, skymaps)
@@ -282,13 +281,14 @@ def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
         coords["class"] = ("class", classes[0], classes[1])
     data = {}
     if names:
-        per_frame = sum(int(np.prod(_shape_of(n, pieces)[1:])) * _dtype_of(n, pieces).itemsize for n in names) or 1
+        firsts = {n: next(p.arrays[n] for p in pieces if n in p.arrays) for n in names}
+        per_frame = sum(int(np.prod(a.shape[1:])) * a.dtype.itemsize for a in firsts.values()) or 1
         rows = max(1024, min(1 << 20, DASK_CHUNK_BYTES // per_frame))
         for name in names:
             var = _site_variable(name, pieces, rows)
             fact = DERIVED.get(name)
             if fact is not None:
-                done = np.concatenate([p.facts[fact][owner] != "" for p, owner in owners])
+                done = np.concatenate([p.facts[fact][p.owner] != "" for p in pieces])
                 attrs = dict(var.attrs) | _ids_over(pieces, name)
                 if not done.all():  # values of hours whose stage has not completed are missing
                     var = var.where(xr.Variable("time", done))
@@ -302,14 +302,6 @@ def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
     return ds
 
 
-def _shape_of(name, pieces):
-    return next(p.arrays[name].shape for p in pieces if name in p.arrays)
-
-
-def _dtype_of(name, pieces):
-    return next(p.arrays[name].dtype for p in pieces if name in p.arrays)
-
-
 def _site_skymap(pieces: list[_YearPiece], skymaps: np.ndarray) -> tuple[dict, dict]:
     """The `skymap` coordinate along time, and el/az/lat/lon when every frame shares one skymap."""
     names = np.asarray(skymaps, dtype=object).astype(str)
@@ -317,7 +309,7 @@ def _site_skymap(pieces: list[_YearPiece], skymaps: np.ndarray) -> tuple[dict, d
     used = sorted({n for n in names if n})
     if len(used) != 1:
         return coords, ({"skymap_files": " ".join(used)} if used else {})
-    piece = next(p for p, owner_names in ((p, p.facts["skymap"][p.owner]) for p in pieces) if used[0] in set(owner_names))
+    piece = next(p for p in pieces if used[0] in set(p.facts["skymap"][p.owner]))
     geometry, attrs = skymap_coords(piece.group, piece.facts["skymap"][piece.owner])
     return {**coords, **{k: v for k, v in geometry.items() if k != "skymap"}}, attrs
 

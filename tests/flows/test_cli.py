@@ -405,14 +405,14 @@ def test_bad_settings_and_sites_are_refused_before_any_work(cli, built, tmp_path
 
 
 def test_a_hostile_file_among_good_ones_and_a_run_where_every_file_fails(cli, built, tmp_path):
-    from test_cdf import _patched
+    from hostile_cdf import patched_cdf
 
     archive = tmp_path / "archive"
     good = next(built.archive.rglob("thg_l1_asf_gill_2011010604_v01.cdf"))
     target = archive / good.relative_to(built.archive)
     target.parent.mkdir(parents=True)
     shutil.copy(good, target)
-    hostile = _patched(tmp_path, dims=(65535, 65535))  # gako 2011-01-06T04, 65535 x 65535 claimed
+    hostile = patched_cdf(tmp_path, dims=(65535, 65535))  # gako 2011-01-06T04, 65535 x 65535 claimed
     (archive / "thg/l1/asi/gako/2011/01").mkdir(parents=True)
     hostile = shutil.move(hostile, archive / "thg/l1/asi/gako/2011/01" / hostile.name)
     mixed = cli.json("ingest", "--archive", str(archive), "--store", str(tmp_path / "mixed.zarr"), "--image-size", "32")

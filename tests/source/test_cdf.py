@@ -13,6 +13,7 @@ from aurora_pipeline.source.cdf import parse_archive_name, read_asi_cdf
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.source.sites import SITES
 from aurora_pipeline.synth.archive import write_asi_cdf
+from hostile_cdf import patched_cdf
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 REAL = DATA / "themis" / "thg_l1_asf_gako_2011010617_v01.cdf"
@@ -288,31 +289,13 @@ def test_site_codes_are_four_lower_case_letters():
 # --- sizes a file claims: checked before anything is allocated --------------------------------
 
 
-def _patched(tmp_path: Path, dims: tuple[int, int] | None = None, last_record: int | None = None) -> Path:
-    """A small valid legacy file (4 frames of 64 x 64) whose image variable's descriptor is
-    then edited to claim other record dimensions or another record count."""
-    import struct
-
-    times, _ = frames(4, 64)
-    path = write_asi_cdf(tmp_path / GOOD_NAME, "gako", times, np.zeros((4, 64, 64), np.uint16))
-    data = bytearray(path.read_bytes())
-    name_at = data.find(b"thg_asf_gako".ljust(256, b"\0"))  # the zVDR's Name field
-    assert name_at > 0 and struct.unpack(">iii", bytes(data[name_at + 256:name_at + 268])) == (2, 64, 64)
-    if dims is not None:
-        data[name_at + 260:name_at + 268] = struct.pack(">ii", *dims)
-    if last_record is not None:  # MaxRec sits 60 bytes before the name in a CDF 3 zVDR
-        data[name_at - 60:name_at - 56] = struct.pack(">i", last_record)
-    path.write_bytes(bytes(data))
-    return path
-
-
 def test_a_small_file_claiming_65535_square_frames_is_refused_before_allocating(tmp_path):
-    path = _patched(tmp_path, dims=(65535, 65535))
+    path = patched_cdf(tmp_path, dims=(65535, 65535))
     assert path.stat().st_size < 64_000
     err = rejects(path, r"claims 4 frames of 65535 x 65535 pixels .* a THEMIS imager makes at most")
     assert err.source == str(path) and "leave it out" in err.fix
 
 
 def test_a_file_claiming_more_frames_than_it_can_hold_is_refused(tmp_path):
-    path = _patched(tmp_path, last_record=2999)  # 3,000 frames of 64 x 64 = 23 MiB in ~20 KB
+    path = patched_cdf(tmp_path, last_record=2999)  # 3,000 frames of 64 x 64 = 23 MiB in ~20 KB
     rejects(path, r"claims 3000 frames of 64 x 64 pixels .* more than a [\d,]+-byte file can hold")
