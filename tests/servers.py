@@ -100,14 +100,34 @@ class S3Server:
         self._server.stop()
 
 
+class _SerialWrites:
+    """WSGI middleware: moto handles one PUT, POST or DELETE at a time, as S3 makes them atomic.
+
+    moto checks a conditional write (``If-None-Match: *``) and then stores the object in two
+    steps, so two writers racing on its threaded server can both "create" one key: the
+    store's S3 lock (aurora_pipeline.store.locks) would then be held twice, which real S3
+    never allows. Reads stay concurrent.
+    """
+
+    def __init__(self, app):
+        self.app, self.lock = app, threading.Lock()
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") not in ("PUT", "POST", "DELETE"):
+            return self.app(environ, start_response)
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+
 def start_s3_server() -> S3Server:
-    """Start moto's S3 server on a free port of 127.0.0.1 in a daemon thread."""
+    """Start moto's S3 server on a free port of 127.0.0.1 in a daemon thread, one write at a time."""
+    # werkzeug logs every request at INFO; keep test output readable.
     from moto.server import ThreadedMotoServer
 
-    # werkzeug logs every request at INFO; keep test output readable.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    server._server.app = _SerialWrites(server._server.app)  # werkzeug reads server.app per request
     host, port = server.get_host_and_port()
     return S3Server(endpoint_url=f"http://{host}:{port}", _server=server)
 
