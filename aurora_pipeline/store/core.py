@@ -82,16 +82,18 @@ class Store:
 
     def _check_format(self, create: bool) -> None:
         attrs = self._root_attrs()
-        if attrs is None:
-            if not create:
-                raise StoreError(f"{self.url}: no such store. Fix: run `aurora-pipeline ingest --store {self.url}` first.")
+        if attrs is None and not create:
+            raise StoreError(f"{self.url}: no such store. Fix: run `aurora-pipeline ingest --store {self.url}` first.")
+        if create and layout.FORMAT_ATTR not in (attrs or {}):
+            # another run may be creating it right now: decide under the catalogue lock, which that run holds
             with store_lock(self, "catalogue"):
-                if self._root_attrs() is None:
-                    root = zarr.open_group(self.zs, mode="a")
-                    root.attrs.update({**ROOT_ATTRS, layout.FORMAT_ATTR: layout.FORMAT_VERSION, "aurora_sites": {},
-                                       "aurora_pipeline_version": __version__,
-                                       "history": f"{utc_now()} aurora-pipeline {__version__}: store created"})
-            attrs = self._root_attrs()
+                attrs = self._root_attrs()
+                if attrs is None:  # the root's metadata is written once, with its attributes (one atomic object)
+                    zarr.open_group(self.zs, mode="a", attributes={
+                        **ROOT_ATTRS, layout.FORMAT_ATTR: layout.FORMAT_VERSION, "aurora_sites": {},
+                        "aurora_pipeline_version": __version__,
+                        "history": f"{utc_now()} aurora-pipeline {__version__}: store created"})
+                    attrs = self._root_attrs()
         found = attrs.get(layout.FORMAT_ATTR)
         if found != layout.FORMAT_VERSION:
             from aurora_pipeline.store.legacy import format_problem

@@ -47,7 +47,9 @@ def test_tiny_cpu_run_writes_every_step(gpu_check, tmp_path, one_thread):
     checks = steps["correctness"]["result"]["checks"]
     assert len(checks) == 3 and all(c["passed"] for c in checks)
     cosine = checks[0]
-    assert cosine["frames"] == 8 and 0.99999 <= cosine["worst"] <= cosine["mean"] <= 1.0 + 1e-6
+    # float32 on both sides agrees to rounding; bf16 autocast (the default where the CPU has native bf16) to ~1e-4
+    floor = 0.999 if cosine["name"].startswith("embedding cosine, bf16 autocast") else 0.99999
+    assert cosine["frames"] == 8 and floor <= cosine["worst"] <= cosine["mean"] <= 1.0 + 1e-6, cosine
     assert checks[2]["loss_after"] < checks[2]["loss_before"]
 
     bare = steps["bare_model"]["result"]
