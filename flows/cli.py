@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="demo_out")
     p.add_argument("--epochs", type=_positive, default=15, help="pretraining epochs (15; fewer for a quicker run)")
     p.add_argument("--image-size", type=int, default=64, help="side of the stored frames in pixels (64)")
+    p.add_argument("--frames-per-hour", type=_positive, default=120,
+                   help="frames in each of the synthetic archive's 8 site-hours (120; fewer for a quicker run)")
     where_cli.add_parsers(sub)  # keogram, events: figures and tables from the store, no flow
     search_cli.add_parsers(sub)  # index (flow build-index), similar (no flow)
 
@@ -287,7 +289,8 @@ def _ingest(args):
 def _demo(args):
     from flows.demo import demo
 
-    result = demo(workdir=args.workdir, epochs=args.epochs, image_size=args.image_size)
+    result = demo(workdir=args.workdir, epochs=args.epochs, image_size=args.image_size,
+                  frames_per_hour=args.frames_per_hour)
     print("\n" + "\n".join(result["lines"]))  # once, on stdout, whatever Prefect's log level
     return None
 

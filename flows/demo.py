@@ -29,15 +29,16 @@ from flows.embed import embed_frames
 from flows.ingest import ingest_archive
 from flows.pretrain import pretrain_encoder
 
-DEMO = dict(sites=["gako", "gill"], start="2011-01-06T04", hours=4, frames_per_hour=120)
+DEMO = dict(sites=["gako", "gill"], start="2011-01-06T04", hours=4)
+FRAMES_PER_HOUR = 120  # one frame every 30 s (the imagers take one every 3 s)
 IMAGE_SIZE = 64     # small frames keep the demo within a few minutes on 2 cores
 EPOCHS = 15         # a short pretraining; the paper's 100 epochs is `aurora-pipeline pretrain`
 HOLDOUT = 0.25      # the last quarter of each site's hours is held out of the classifier's fit
 
 
 @task(cache_policy=NO_CACHE)
-def make_archive(archive: Path):
-    write_synthetic_archive(archive, layout="legacy", seed=0, **DEMO)
+def make_archive(archive: Path, frames_per_hour: int):
+    write_synthetic_archive(archive, layout="legacy", seed=0, frames_per_hour=frames_per_hour, **DEMO)
 
 
 @task(cache_policy=NO_CACHE)
@@ -68,14 +69,15 @@ def where_and_when(store, site, root):
 
 
 @flow(name="demo")
-def demo(workdir: str = "demo_out", epochs: int = EPOCHS, image_size: int = IMAGE_SIZE) -> dict:
-    """The whole chain under ``workdir``; ``epochs`` and ``image_size`` make a quicker run (the
-    README's figures are from the defaults). The summary is returned and published as the
+def demo(workdir: str = "demo_out", epochs: int = EPOCHS, image_size: int = IMAGE_SIZE,
+         frames_per_hour: int = FRAMES_PER_HOUR) -> dict:
+    """The whole chain under ``workdir``; ``epochs``, ``image_size`` and ``frames_per_hour`` make a
+    quicker run (the README's figures are from the defaults). The summary is returned and published as the
     markdown artifact ``demo-summary``; the command line prints it."""
     root = Path(workdir).resolve()
     archive, store, labels = root / "archive", str(root / "store.zarr"), str(root / "archive" / "labels.csv")
     checkpoint, classifier, clusters = str(root / "encoder"), str(root / "classifier"), str(root / "clusters")
-    make_archive(archive)
+    make_archive(archive, frames_per_hour)
     ingest_archive(archive=str(archive), store=store, image_size=image_size)
     pretrain_encoder(store=store, checkpoint=checkpoint, epochs=epochs, resume=True)
     embed_frames(store=store, checkpoint=checkpoint)

@@ -3,8 +3,8 @@
 Each test uses a fixture from tests/conftest.py the way pipeline code will: S3
 through s3fs and zarr, the archive mirror through fsspec's HTTP filesystem, Dask
 through a distributed Client and Prefect's DaskTaskRunner, Prefect through its CLI
-and a process worker. The deployment file deployments/prefect.yaml is deployed for
-real and run by a worker, with stand-in flows that record what they received.
+with the work pools of infra/. deployments/prefect.yaml is deployed and run by a real
+worker in tests/flows/test_deployments.py.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
-import textwrap
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +20,7 @@ import httpx
 import pytest
 import zarr
 
-from servers import HttpMirror, PrefectServer, S3Server, start_worker
+from servers import HttpMirror, PrefectServer, S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 CDF_DIR = "thg/l1/asi/gako/2011/01"
@@ -234,110 +232,3 @@ def test_prefect_server_is_healthy_and_accepts_the_infra_work_pools(
         pool = httpx.get(f"{prefect_server.api_url}/work_pools/check-{name}", timeout=10).json()
         assert pool["type"] == kind
         assert pool["base_job_template"] == json.loads(template.read_text())
-
-
-DEPLOYMENTS = {  # flow/deployment -> work pool, as deployments/prefect.yaml says
-    "label-archive/nightly": "cpu",
-    "oath-benchmark/oath-benchmark": "cpu",
-    "pretrain-encoder/default": "gpu",
-    "cluster-embeddings/default": "cpu",
-}
-
-
-def _deployment(server: PrefectServer, name: str) -> dict:
-    response = httpx.get(f"{server.api_url}/deployments/name/{name}", timeout=30)
-    assert response.status_code == 200, f"{name}: HTTP {response.status_code} {response.text}"
-    return response.json()
-
-
-# Stand-ins with the signatures the lead's flows will have; each records what it got.
-_STUB_FLOWS = {
-    "label_archive.py": '''
-        import json, os
-        from prefect import flow
-
-        @flow(name="label-archive")
-        def label_archive(archive: str, store: str, checkpoint: str, classifier: str,
-                          centroids: str | None = None, sites: list[str] | None = None,
-                          lookback_days: int = 30, dask_address: str | None = None) -> None:
-            with open("label_archive.json", "w") as f:
-                json.dump({"cwd": os.getcwd(), "sites": sites, "store": store,
-                           "lookback_days": lookback_days}, f)
-    ''',
-    "oath_benchmark.py": '''
-        from prefect import flow
-
-        @flow(name="oath-benchmark")
-        def oath_benchmark(oath_dir: str, out: str, epochs: int = 100) -> None:
-            pass
-    ''',
-    "pretrain.py": '''
-        from prefect import flow
-
-        @flow(name="pretrain-encoder")
-        def pretrain_encoder(store: str, checkpoint: str, epochs: int = 100) -> None:
-            pass
-    ''',
-    "cluster.py": '''
-        from prefect import flow
-
-        @flow(name="cluster-embeddings")
-        def cluster_embeddings(store: str, out: str) -> None:
-            pass
-    ''',
-}
-
-
-@pytest.mark.slow
-def test_worker_runs_a_deployment_from_deployments_prefect_yaml(
-    prefect_server: PrefectServer, tmp_path: Path
-) -> None:
-    project = tmp_path / "project"
-    (project / "flows").mkdir(parents=True)
-    (project / "deployments").mkdir()
-    shutil.copy(REPO / "deployments" / "prefect.yaml", project / "deployments" / "prefect.yaml")
-    for name, source in _STUB_FLOWS.items():
-        (project / "flows" / name).write_text(textwrap.dedent(source))
-    for pool in ("cpu", "gpu"):  # both process pools here; gpu is Kubernetes at scale
-        prefect_server.cli("work-pool", "create", pool, "--type", "process", "--overwrite")
-
-    prefect_server.cli("deploy", "--all", "--prefect-file", "deployments/prefect.yaml", cwd=project)
-    pools = {name: _deployment(prefect_server, name)["work_pool_name"] for name in DEPLOYMENTS}
-    assert pools == DEPLOYMENTS
-    nightly = _deployment(prefect_server, "label-archive/nightly")
-    assert [s["schedule"] for s in nightly["schedules"]] == [
-        {"cron": "0 12 * * *", "timezone": "UTC", "day_or": True}
-    ]
-
-    # The worker starts elsewhere; the pull step moves the run to AURORA_PIPELINE_ROOT.
-    worker = start_worker(prefect_server.api_url, "cpu", tmp_path,
-                          {"AURORA_PIPELINE_ROOT": str(project)},
-                          log_path=tmp_path / "worker.log", home=tmp_path / "worker-home")
-    try:
-        prefect_server.cli("deployment", "run", "label-archive/nightly",
-                           "--param", "lookback_days=2", "--watch", "--watch-timeout", "240",
-                           cwd=project, timeout=300)
-    except RuntimeError as exc:
-        pytest.fail(f"{exc}\nworker: {worker.describe()}")
-    finally:
-        worker.stop()
-
-    record = json.loads((project / "label_archive.json").read_text())
-    assert record["cwd"] == str(project)
-    assert record["lookback_days"] == 2 and record["sites"][:3] == ["atha", "fsmi", "gako"]
-    assert record["store"] == "demo_out/store.zarr"
-
-
-@pytest.mark.slow
-def test_real_flows_deploy_from_the_repository_root(prefect_server: PrefectServer) -> None:
-    entrypoints = ("label_archive.py", "oath_benchmark.py", "pretrain.py", "cluster.py")
-    missing = [n for n in entrypoints if not (REPO / "flows" / n).exists()]
-    if missing:
-        pytest.skip(f"flows/{', flows/'.join(missing)} not written yet; nothing real to deploy")
-    for pool in ("cpu", "gpu"):
-        prefect_server.cli("work-pool", "create", pool, "--type", "process", "--overwrite")
-
-    # Fails if an entrypoint, flow name or parameter in prefect.yaml disagrees with the code.
-    prefect_server.cli("deploy", "--all", "--prefect-file", "deployments/prefect.yaml", cwd=REPO)
-    for name in DEPLOYMENTS:
-        assert _deployment(prefect_server, name)["entrypoint"].startswith("flows/")

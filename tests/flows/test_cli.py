@@ -3,9 +3,9 @@
 One module-scoped local Prefect server (`aurora-pipeline server start`, in a new
 Prefect home) serves every command here, as it would serve a user's commands; one
 small store is built once through the commands (synth-archive, ingest, pretrain at
-the store's 32 px, embed) and reused. ``test_a_fresh_prefect_home_needs_nothing_set``
-runs a command with none of the Prefect settings of tests/conftest.py and a new, empty
-Prefect home, so Prefect's temporary server makes its first start there.
+the store's 32 px, embed) and reused. tests/flows/test_demo.py runs the README's first
+command with none of the Prefect settings of tests/conftest.py and a new, empty Prefect
+home, so Prefect's temporary server makes its first start there.
 """
 
 from __future__ import annotations
@@ -256,21 +256,6 @@ def test_the_runner_restarts_when_the_code_changes(cli, built, tmp_path):
         assert len(runner_log(cli)) == before + 1  # the restarted runner, with the new code, ran it
     finally:
         os.utime(marker, ns=(info.st_atime_ns, info.st_mtime_ns))
-
-
-def test_a_fresh_prefect_home_needs_nothing_set(built, tmp_path):
-    """No Prefect setting at all, a brand-new Prefect home: the temporary server's first start."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.pop("DO_NOT_TRACK", None)
-    env["PREFECT_HOME"] = str(tmp_path / "new-home")
-    store = tmp_path / "fresh.zarr"
-    done = subprocess.run([str(CLI), "ingest", "--archive", str(built.archive), "--store", str(store),
-                           "--sites", "gill", "--end", HOURS[1], "--image-size", "32"],
-                          env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    assert json.loads(done.stdout)["files_ingested"] == 1
-    assert "no Prefect server is running, so Prefect starts a temporary one" in done.stderr
-    assert (tmp_path / "new-home" / "prefect.db").is_file()  # its database, in the new home
 
 
 # --------------------------------------------------------------------------- pretrain, embed

@@ -8,7 +8,8 @@ at temporary paths:
 
 - ``label-archive/nightly`` twice: everything, then a newer hour and a late older
   hour, which land in time order;
-- ``oath-benchmark/oath-benchmark`` at a tiny setting on a synthetic OATH folder;
+- ``oath-benchmark/oath-benchmark`` at a tiny setting on a synthetic OATH folder: its run
+  directory, and the OATH table it publishes as an artifact;
 - and the nightly cron schedule makes the server create scheduled runs.
 """
 
@@ -36,6 +37,12 @@ REPO = Path(__file__).resolve().parents[2]
 NIGHTLY = "label-archive/nightly"
 OATH = "oath-benchmark/oath-benchmark"
 RUN_TIMEOUT_S = 300  # a flow run that has not finished by then is reported with the worker's log
+DEPLOYMENTS = {  # flow/deployment -> work pool, as deployments/prefect.yaml says
+    NIGHTLY: "cpu",
+    OATH: "cpu",
+    "pretrain-encoder/default": "gpu",
+    "cluster-embeddings/default": "cpu",
+}
 
 
 @contextmanager
@@ -125,6 +132,17 @@ def run_deployment(server: PrefectServer, worker: ManagedProcess, name: str, par
             )
 
 
+def test_every_deployment_is_registered_on_its_pool_with_the_yaml_defaults(deployed: PrefectServer) -> None:
+    with api_client(deployed) as client:
+        found = {name: client.read_deployment_by_name(name) for name in DEPLOYMENTS}
+    assert {name: d.work_pool_name for name, d in found.items()} == DEPLOYMENTS
+    assert all(d.entrypoint.startswith("flows/") for d in found.values()), [d.entrypoint for d in found.values()]
+    nightly = found[NIGHTLY].parameters
+    assert nightly["sites"] == ["atha", "fsmi", "gako", "gill", "inuv", "rank"]
+    assert (nightly["store"], nightly["lookback_days"]) == ("demo_out/store.zarr", 30)
+    assert found[OATH].parameters["epochs"] == 100  # the paper's setting
+
+
 def test_nightly_cron_schedule_creates_scheduled_runs(deployed: PrefectServer) -> None:
     with api_client(deployed) as client:
         deployment = client.read_deployment_by_name(NIGHTLY)
@@ -194,12 +212,25 @@ def test_oath_benchmark_deployment_at_a_tiny_setting(
 ) -> None:
     from aurora_pipeline.oath.synth import write_synthetic_oath
 
-    oath = write_synthetic_oath(tmp_path / "oath", n=36, image_size=64, workers=1)
+    from aurora_pipeline.encoder.checkpoint import load_encoder
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    oath = write_synthetic_oath(tmp_path / "oath", n=60, image_size=64, workers=1)
     out = tmp_path / "oath_out"
     run_deployment(deployed, worker, OATH, {
-        "oath_dir": str(oath), "out": str(out), "epochs": 1, "batch_size": 8, "image_size": 32,
-        "splits": "0", "device": "cpu", "supervised_epochs": 1, "mixed_precision": False,
+        "oath_dir": str(oath), "out": str(out), "epochs": 1, "batch_size": 16, "image_size": 32, "splits": "1",
+        "device": "cpu", "max_images_per_class": 8, "supervised_epochs": 1, "mixed_precision": False,
     })
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["epochs"] == 1 and results["config"]["splits"] == [0]
-    assert "simclr_linear" in results["models"] and (out / "report.md").exists()
+    assert results["config"]["epochs"] == 1 and results["config"]["splits"] == [1]
+    assert results["config"]["max_images_per_class"] == 8
+    assert results["data"]["n_images"] == 46  # 8 per class, moon has only 6 in this synthetic release
+    assert set(results["models"]) == {"simclr_linear", "supervised_resnet18", "raw_pixels_linear"}
+    for name in ("report.md", "results.json", "confusion_matrix_split1.png", "silhouette.png", "montage_clusters.png"):
+        assert (out / name).is_file(), name
+    assert load_encoder(out / "encoder")[1]["model_id"] == results["encoder"]["model_id"]
+    # the flow publishes the OATH table (the paper's row beside ours) as an artifact on the server
+    with api_client(deployed) as client:
+        tables = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["oath-table"])))
+    assert len(tables) == 1 and "| 90.9 | 0.7 |" in tables[0].data
+    assert f"{100 * results['models']['simclr_linear']['mean']['accuracy']:.1f}" in tables[0].data

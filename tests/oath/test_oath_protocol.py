@@ -1,6 +1,7 @@
 """The OATH reproduction protocol end to end on a tiny synthetic release: the library
-function and the Prefect flow `oath-benchmark` each write a complete run directory;
-plus the split bookkeeping, the report's quoted rows and the refusals."""
+function writes a complete run directory; plus the split bookkeeping, the report's quoted
+rows and the refusals. The Prefect flow `oath-benchmark` runs as its deployment, through a
+worker, in tests/flows/test_deployments.py (and from the command line in test_cli.py)."""
 
 from __future__ import annotations
 
@@ -126,25 +127,6 @@ def test_a_finished_run_directory_is_not_overwritten(library_run, oath_dir):
     with pytest.raises(BadInputError, match="refusing to overwrite"):
         run_oath_benchmark(oath_dir, out, OathBenchmarkConfig(**TINY))
     assert (out / "results.json").read_bytes() == before
-
-
-def test_flow_runs_in_process_and_publishes_the_table(oath_dir, tmp_path):
-    from prefect.artifacts import Artifact
-
-    from flows.oath_benchmark import oath_benchmark
-
-    out = tmp_path / "flow-out"
-    results = oath_benchmark(str(oath_dir), str(out), epochs=1, batch_size=16, image_size=32, splits=[1],
-                             device="cpu", max_images_per_class=8, supervised_epochs=1, mixed_precision=False)
-    assert results["config"]["splits"] == [1] and results["config"]["max_images_per_class"] == 8
-    assert results["data"]["n_images"] == 46  # 8 per class, moon has only 6 in this release
-    assert set(results["models"]) == {"simclr_linear", "supervised_resnet18", "raw_pixels_linear"}
-    for name in ("report.md", "results.json", "confusion_matrix_split1.png", "silhouette.png", "montage_clusters.png"):
-        assert (out / name).is_file(), name
-    assert load_encoder(out / "encoder")[1]["model_id"] == results["encoder"]["model_id"]
-    artifact = Artifact.get("oath-table")
-    assert artifact is not None and "| 90.9 | 0.7 |" in artifact.data
-    assert f"{100 * results['models']['simclr_linear']['mean']['accuracy']:.1f}" in artifact.data
 
 
 def test_bad_settings_fail_before_any_work(oath_dir, tmp_path):
