@@ -193,12 +193,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     server.stop()
 
 
-# Modules that take minutes (`make test PYTEST_ARGS=--durations=40`), collected first: with two
-# test processes, each taking whole modules, the short modules then fill the end of the run
-# instead of one long module running alone.
-SLOW_MODULES = ("flows/test_demo.py", "flows/test_deployments.py", "oath/test_supervised.py", "flows/test_cli.py",
-                "oath/test_oath_protocol.py", "search/test_search_store.py", "ingest/test_ingest.py",
-                "store/test_store_stages.py", "test_servers.py", "encoder/test_train.py")
+# Modules that take minutes, slowest first (`make test PYTEST_ARGS=--durations=0`, summed per module):
+# `make test` hands whole modules to its two test processes in this order (--no-loadscope-reorder),
+# so the short modules fill the end of the run instead of one long module running alone.
+SLOW_MODULES = ("flows/test_cli.py", "flows/test_deployments.py", "search/test_search_store.py", "flows/test_demo.py",
+                "flows/test_label_archive.py", "encoder/test_train.py", "store/test_store.py",
+                "ingest/test_ingest_remote.py", "store/test_store_stages.py", "test_servers.py",
+                "oath/test_supervised.py", "benchmarks/test_gpu_check.py", "ingest/test_ingest.py",
+                "encoder/test_checkpoint.py", "oath/test_oath_protocol.py")
 
 
 def pytest_collection_modifyitems(config, items):
