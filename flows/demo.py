@@ -71,9 +71,9 @@ def where_and_when(store, site, root):
 @flow(name="demo")
 def demo(workdir: str = "demo_out", epochs: int = EPOCHS, image_size: int = IMAGE_SIZE,
          frames_per_hour: int = FRAMES_PER_HOUR) -> dict:
-    """The whole chain under ``workdir``; ``epochs``, ``image_size`` and ``frames_per_hour`` make a
-    quicker run (the README's figures are from the defaults). The summary is returned and published as the
-    markdown artifact ``demo-summary``; the command line prints it."""
+    """The whole chain under ``workdir``; ``epochs``, ``image_size`` and ``frames_per_hour`` make
+    a quicker run (the README's figures are from the defaults). The summary is returned and
+    published as the markdown artifact ``demo-summary``; the command line prints it."""
     root = Path(workdir).resolve()
     archive, store, labels = root / "archive", str(root / "store.zarr"), str(root / "archive" / "labels.csv")
     checkpoint, classifier, clusters = str(root / "encoder"), str(root / "classifier"), str(root / "clusters")

@@ -8,11 +8,6 @@ their settings when they are first imported. Everything stays on 127.0.0.1:
   SQLite file in that home, with the start-up timeout the `aurora-pipeline`
   command gives it (``flows.local_server.choose_api``). Tests that need a real
   API server use ``prefect_server``.
-- With several test processes (`make test`), the first builds one migrated Prefect
-  database in the background while they start, and those two test-only servers
-  start from copies of it (tests/servers.py says why). The tests of a user's first
-  commands (tests/flows/test_demo.py, `server start` in tests/flows/test_cli.py) use new,
-  empty homes.
 - AWS clients get dummy credentials (valid only against moto) and a region, and
   never ask the EC2 metadata service; ``s3://`` URLs reach the moto server through
   ``s3_server.storage_options()`` or the ``s3_env`` fixture. Any AWS profile,
@@ -97,44 +92,11 @@ from servers import (  # noqa: E402
     HttpMirror,
     PrefectServer,
     S3Server,
-    copy_migrated_prefect_database,
     serve_directory,
     start_dask_cluster,
-    start_migrating_prefect_database,
     start_prefect_server,
     start_s3_server,
 )
-
-# Set by the first pytest process of a `make test` run (xdist's controller), inherited by its workers.
-RUN_DIR_VARIABLE = "AURORA_TESTS_RUN_DIR"
-
-
-def pytest_configure(config):
-    """In xdist's controller (before its workers start): start building the migrated Prefect database."""
-    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):  # a worker, or one process
-        return
-    run_dir = tempfile.mkdtemp(prefix="aurora-tests-run-")
-    os.environ[RUN_DIR_VARIABLE] = run_dir
-    migrating = start_migrating_prefect_database(Path(run_dir))
-    atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
-    atexit.register(migrating.kill)  # registered last, so it runs first
-
-
-def _migrated_database(target: Path) -> bool:
-    """Copy this run's migrated Prefect database to ``target``; False where there is none (one test process)."""
-    run_dir = os.environ.get(RUN_DIR_VARIABLE)
-    if run_dir is None:
-        return False
-    copy_migrated_prefect_database(Path(run_dir), target)
-    return True
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _temporary_server_database() -> None:
-    """The in-process flows' temporary server starts from the migrated database, when there is one."""
-    target = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
-    if not target.exists():
-        _migrated_database(target)
 
 
 @pytest.fixture(scope="session")
@@ -186,9 +148,7 @@ def dask_cluster(s3_server: S3Server) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """A real ``prefect server start`` subprocess with its own home and SQLite database."""
-    workdir = tmp_path_factory.mktemp("prefect-server")
-    _migrated_database(workdir / "prefect.db")
-    server = start_prefect_server(workdir)
+    server = start_prefect_server(tmp_path_factory.mktemp("prefect-server"))
     yield server
     server.stop()
 

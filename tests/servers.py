@@ -21,7 +21,6 @@ from __future__ import annotations
 import html
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -515,59 +514,11 @@ def wait_for_http(url: str, timeout: float, process: ManagedProcess | None = Non
     raise RuntimeError(f"{url} not healthy after {timeout:.0f} s ({last_error}). {detail}")
 
 
-# A Prefect database already at its newest migration, built once per test run. The first start
-# of a Prefect server on a new database runs ~150 migrations (20 s of CPU on a 2-core machine);
-# the test-only servers (conftest's temporary-server home, ``prefect_server``) start from a copy
-# instead. The tests of what a user meets (tests/flows/test_demo.py's first command, test_cli.py's
-# `server start`) start on new homes and pay the migrations as a user does.
-_MIGRATE = """
-import os, subprocess, sys
-run_dir, prefect = sys.argv[1], sys.argv[2]
-home = os.path.join(run_dir, "template-home")
-os.makedirs(home, exist_ok=True)
-env = {**os.environ, "PREFECT_HOME": home, "PREFECT_CLI_PROMPT": "false"}
-env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
-with open(os.path.join(run_dir, "template.log"), "wb") as log:
-    rc = subprocess.run([prefect, "server", "database", "upgrade", "-y"], env=env, stdout=log, stderr=log).returncode
-if rc == 0:
-    os.replace(os.path.join(home, "prefect.db"), os.path.join(run_dir, "prefect.db"))
-with open(os.path.join(run_dir, "template.rc.partial"), "w") as fh:
-    fh.write(str(rc))
-os.replace(os.path.join(run_dir, "template.rc.partial"), os.path.join(run_dir, "template.rc"))
-"""
-
-
-def start_migrating_prefect_database(run_dir: Path) -> subprocess.Popen:
-    """Build ``run_dir/prefect.db`` (a migrated Prefect database) in the background."""
-    return subprocess.Popen([sys.executable, "-c", _MIGRATE, str(run_dir), str(prefect_executable())],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def copy_migrated_prefect_database(run_dir: Path, target: Path, timeout: float = 600.0) -> None:
-    """Wait for the database of :func:`start_migrating_prefect_database` and copy it to ``target``.
-
-    Raises:
-        RuntimeError: the migrations failed or did not end within ``timeout``, with their log.
-    """
-    run_dir, target = Path(run_dir), Path(target)
-    rc_file, deadline = run_dir / "template.rc", time.monotonic() + timeout
-    while not rc_file.exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the Prefect database template in {run_dir} was not ready after {timeout:.0f} s")
-        time.sleep(0.1)
-    if rc_file.read_text() != "0":
-        log = (run_dir / "template.log").read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"`prefect server database upgrade` failed (exit {rc_file.read_text()}):\n{log}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "prefect.db", target)
-
-
 def start_prefect_server(workdir: Path, timeout: float = 120.0) -> PrefectServer:
     """Start ``prefect server start`` on a free port of 127.0.0.1 and wait for ``/api/health``.
 
     ``workdir`` receives the server's PREFECT_HOME (``home/``), its SQLite database
-    (``prefect.db``, created unless one is there already) and its log (``prefect-server.log``).
-    The UI is disabled.
+    (``prefect.db``) and its log (``prefect-server.log``). The UI is disabled.
     """
     workdir = Path(workdir)
     home = workdir / "home"
