@@ -11,14 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aurora_pipeline.atomic import atomic_file, atomic_write
 from aurora_pipeline.errors import BadInputError, CheckpointError
 
 FORMAT_VERSION = 1
@@ -51,7 +50,7 @@ def content_id(prefix: str, meta: dict, arrays: dict[str, np.ndarray]) -> str:
 def write_artifact(out_dir: Path, stem: str, fmt: str, meta: dict, arrays: dict[str, np.ndarray],
                     id_key: str, overwrite: bool) -> Path:
     """Write ``<stem>.npz`` (arrays, no pickle) then ``<stem>.json`` (meta + format, versions,
-    time), each via a temporary file and os.replace. The json is written last: a crash in
+    time), each with ``aurora_pipeline.atomic``. The json is written last: a crash in
     between leaves a pair whose hash does not match, which loading reports."""
     from aurora_pipeline import __version__
 
@@ -65,12 +64,13 @@ def write_artifact(out_dir: Path, stem: str, fmt: str, meta: dict, arrays: dict[
             raise BadInputError(str(json_path), f"already holds a different {stem} ({old_id})",
                                 "choose another directory or pass overwrite=True")
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(npz_path, lambda fh: np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}))
+    with atomic_file(npz_path) as fh:
+        np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
     doc = {"format": fmt, "format_version": FORMAT_VERSION, **meta, "arrays_file": npz_path.name,
            "aurora_pipeline_version": __version__,
            "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     text = json.dumps(doc, indent=2, default=_json_default) + "\n"
-    atomic_write(json_path, lambda fh: fh.write(text.encode()))
+    atomic_write(json_path, text)
     return json_path
 
 
@@ -80,17 +80,6 @@ def _json_default(value: Any):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_artifact(path: Path, stem: str, fmt: str, keys: tuple[str, ...]) -> tuple[dict, dict, Path]:

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aurora_pipeline.atomic import atomic_path
 from aurora_pipeline.errors import BadInputError
 
 COLUMNS = ["site", "start", "end", "duration_s", "label", "mean_probability", "min_probability", "n_frames"]
@@ -298,8 +299,7 @@ def write_events(events: pd.DataFrame, path: str | os.PathLike) -> Path:
         raise BadInputError(str(path), "Parquet needs pyarrow or fastparquet, and neither is installed.",
                             "pip install pyarrow, or write a .csv file.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         if suffix == ".csv":
             out = events.copy()
             for column in ("start", "end"):
@@ -307,9 +307,6 @@ def write_events(events: pd.DataFrame, path: str | os.PathLike) -> Path:
             out.to_csv(tmp, index=False, float_format="%.6g")
         else:
             events.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import png
 
+from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import BadInputError
 
 __all__ = ["PNG_SIGNATURE", "read_png16", "write_png16"]
@@ -108,10 +109,7 @@ def write_png16(path: str | os.PathLike, rgb: np.ndarray, *, compression: int = 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16-bit, colour type 2 = RGB
     data = PNG_SIGNATURE + _chunk(b"IHDR", header)
     data += _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), compression)) + _chunk(b"IEND", b"")
-    path = Path(path)
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    atomic_write(path, data)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import CheckpointError
 
 ENCODER_FILE = "encoder.safetensors"
@@ -98,15 +99,6 @@ def epoch_dir_name(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _weights_bytes(module: nn.Module) -> bytes:
     from safetensors.torch import save
 
@@ -146,7 +138,7 @@ def save_checkpoint(
     torch.save(training_state, buffer)
     blobs = {ENCODER_FILE: _weights_bytes(encoder), HEAD_FILE: _weights_bytes(head), TRAINING_FILE: buffer.getvalue()}
     for name, data in blobs.items():
-        _atomic_write(directory / name, data)
+        atomic_write(directory / name, data)
     sidecar = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -157,13 +149,13 @@ def save_checkpoint(
         **meta,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()},
     }
-    _atomic_write(directory / SIDECAR_FILE, json.dumps(sidecar, indent=2, sort_keys=True).encode())
+    atomic_write(directory / SIDECAR_FILE, json.dumps(sidecar, indent=2, sort_keys=True).encode())
     return sidecar
 
 
 def write_latest(run_dir: str | os.PathLike, name: str) -> None:
     """Point ``run_dir/latest`` at the checkpoint directory ``name`` (atomically)."""
-    _atomic_write(Path(run_dir) / LATEST_FILE, (name + "\n").encode())
+    atomic_write(Path(run_dir) / LATEST_FILE, (name + "\n").encode())
 
 
 def prune_epochs(run_dir: str | os.PathLike, keep: int) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aurora_pipeline.atomic import atomic_path, atomic_write
 from aurora_pipeline.encoder import checkpoint as ckpt
 from aurora_pipeline.device import autocast, check_device_name, memory_format, memory_format_for, prefetched, resolve_device, use_mixed_precision
 from aurora_pipeline.config import config_from_dict
@@ -358,7 +359,7 @@ def write_loss_curve(run_dir: Path, step_loss: list[float], epoch_loss: list[flo
     from matplotlib.figure import Figure
 
     text = json.dumps({"step_loss": step_loss, "epoch_loss": epoch_loss, "loss": "NT-Xent, eq. 3"}, indent=1)
-    ckpt._atomic_write(run_dir / "loss.json", text.encode())
+    atomic_write(run_dir / "loss.json", text)
     figure = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
@@ -369,6 +370,5 @@ def write_loss_curve(run_dir: Path, step_loss: list[float], epoch_loss: list[flo
     axes.set_ylabel("NT-Xent loss")
     axes.legend()
     figure.tight_layout()
-    tmp = run_dir / ".loss.png.tmp"
-    figure.savefig(tmp, format="png")
-    tmp.replace(run_dir / "loss.png")
+    with atomic_path(run_dir / "loss.png") as tmp:
+        figure.savefig(tmp, format="png")

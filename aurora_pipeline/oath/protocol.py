@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from aurora_pipeline.atomic import atomic_path
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.oath.dataset import OATH_CLASS_COUNTS, N_SPLITS, OathDataset, load_oath
@@ -303,9 +304,8 @@ def embed_images(data: OathData, encoder: dict[str, Any], cfg: OathBenchmarkConf
     X = embed_frames(model, data.frames, EmbedConfig(device=cfg.device, mixed_precision=cfg.mixed_precision),
                      image_size=cfg.image_size)
     path = Path(out_dir) / "embeddings.npz"
-    tmp = path.with_name(".embeddings.tmp.npz")
-    np.savez(tmp, embedding=X, label=data.labels)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, embedding=X, label=data.labels)
     return X
 
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -323,9 +324,7 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike, *, overwri
     out_dir.mkdir(parents=True, exist_ok=True)
     clean = to_jsonable(results)
     for path, text in ((md_path, render_report(clean)), (json_path, json.dumps(clean, indent=1) + "\n")):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, text)
     return json_path, md_path
 
 

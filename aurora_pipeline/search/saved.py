@@ -22,12 +22,11 @@ import hashlib
 import json
 import posixpath
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from aurora_pipeline.artifact import atomic_write
+from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import BadInputError, StoreError
 from aurora_pipeline.search.catalog import Catalog
 from aurora_pipeline.search.index import VectorIndex
@@ -91,7 +90,7 @@ def _is_local(fs) -> bool:
 
 def _write(fs, path: str, data: bytes) -> None:
     if _is_local(fs):
-        atomic_write(Path(path), lambda fh: fh.write(data))
+        atomic_write(path, data)
     else:
         fs.pipe_file(path, data)  # one PUT: readers see the old object or the new one
 

@@ -17,9 +17,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
+from aurora_pipeline.atomic import atomic_file
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.hours import to_hour  # noqa: F401 - the one hour parser, re-exported for the listing
 from aurora_pipeline.source.sites import SITES
@@ -219,15 +218,9 @@ def fetch(file: ArchiveFile, cache_dir: str | Path, storage_options: dict | None
     fs, path = fsspec.core.url_to_fs(file.url, **(storage_options or {}))
 
     def download() -> None:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{file.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, fs.open(path, "rb") as src:
-                while chunk := src.read(8 << 20):
-                    out.write(chunk)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(target) as out, fs.open(path, "rb") as src:
+            while chunk := src.read(8 << 20):
+                out.write(chunk)
 
     try:
         with_retries(download, what=f"downloading {file.url}")

@@ -31,6 +31,7 @@ import numpy as np
 from cdflib import cdfwrite
 from cdflib.cdfwrite import CDF
 
+from aurora_pipeline.atomic import atomic_path
 from aurora_pipeline.source.archive import relative_path
 from aurora_pipeline.source.cdf import CDF_EPOCH_UNIX_MS, LAYOUTS
 from aurora_pipeline.errors import BadInputError
@@ -166,16 +167,11 @@ def write_asi_cdf(path: str | os.PathLike, site: str, times: np.ndarray, images:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # hidden, unique per process and thread, and ending in .cdf because the writer insists on it
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp.cdf")
-    tmp.unlink(missing_ok=True)
-    try:
+    with atomic_path(path, suffix=".cdf") as tmp:  # ending in .cdf because the writer insists on it
+        tmp.unlink()  # the writer refuses an existing file
         with _gzip_without_timestamps(), CDF(tmp) as cdf:
             times = np.asarray(times).astype("datetime64[ms]")
             _write_contents(cdf, site, times, np.asarray(images, dtype=np.uint16), layout, gzip_level, path.stem)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -290,10 +286,8 @@ def merge_labels(path: str | os.PathLike, rows) -> Path:
     for site, time, kind in rows:
         merged[(site, str(time))] = kind
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(LABEL_FIELDS)
         writer.writerows((site, time, merged[(site, time)]) for site, time in sorted(merged))
-    os.replace(tmp, path)
     return path
