@@ -54,6 +54,14 @@ def to_time(value: str | np.datetime64 | None) -> np.datetime64 | None:
         raise BadInputError(str(value), f"is not a time ({err})", "use ISO 8601 such as 2011-01-06T04:00:03") from None
 
 
+def to_day(stamp: str) -> np.datetime64:
+    """The day of a ``YYYYMMDD`` stamp (the skymap file names), as ``datetime64[D]``.
+
+    Raises BadInputError naming the stamp when it is not a real date.
+    """
+    return np.datetime64(to_hour(f"{stamp}00"), "D")
+
+
 def hour_stamp(hour: str | np.datetime64) -> str:
     """The archive's ``YYYYMMDDHH`` for an hour."""
     h = to_hour(hour).astype(object)

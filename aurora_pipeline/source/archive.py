@@ -27,7 +27,7 @@ import numpy as np
 
 from aurora_pipeline.atomic import atomic_file
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.hours import to_hour  # noqa: F401 - the one hour parser, re-exported for the listing
+from aurora_pipeline.hours import to_hour  # the one hour parser, also re-exported for the listing
 from aurora_pipeline.source.sites import SITES
 
 ARCHIVE_NAME = re.compile(r"^thg_l1_asf_(?P<site>[a-z0-9]{4})_(?P<hour>\d{10})_v(?P<version>\d{2})\.cdf$")
@@ -49,8 +49,7 @@ class ArchiveFile:
 
     @property
     def hour_start(self) -> np.datetime64:
-        h = self.hour
-        return np.datetime64(f"{h[:4]}-{h[4:6]}-{h[6:8]}T{h[8:10]}", "h")
+        return to_hour(self.hour)
 
 
 def relative_path(site: str, hour: np.datetime64 | str, version: int = 1) -> str:

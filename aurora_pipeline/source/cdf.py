@@ -31,6 +31,7 @@ import numpy as np
 
 from aurora_pipeline.source.archive import ARCHIVE_NAME
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.hours import to_hour
 from aurora_pipeline.source.sites import SITES
 
 CDF_EPOCH_UNIX_MS = 62_167_219_200_000  # CDF_EPOCH value (ms since 0000-01-01) of 1970-01-01T00:00:00
@@ -92,11 +93,10 @@ def parse_archive_name(filename: str | os.PathLike) -> tuple[str, np.datetime64]
                             "Expected thg_l1_asf_<site>_<YYYYMMDDHH>_v01.cdf, "
                             "e.g. thg_l1_asf_gako_2011010617_v01.cdf.")
     site, stamp = match["site"], match["hour"]
-    year, month, day, hour = stamp[:4], stamp[4:6], stamp[6:8], stamp[8:10]
     try:
-        when = np.datetime64(f"{year}-{month}-{day}T{hour}", "h")
-    except ValueError:
-        raise BadInputError(str(filename), f"has an impossible date/hour {year}{month}{day}{hour}.",
+        when = to_hour(stamp)
+    except BadInputError:
+        raise BadInputError(str(filename), f"has an impossible date/hour {stamp}.",
                             "Rename the file with a real UTC date and hour (YYYYMMDDHH).") from None
     _check_site(site, str(filename))
     return site, when

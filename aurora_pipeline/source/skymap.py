@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.hours import to_hour
+from aurora_pipeline.hours import to_day, to_hour
 from aurora_pipeline.source.archive import filesystem, is_local, sha256_of, with_retries
 
 SKYMAP_NAME = re.compile(
@@ -189,8 +189,8 @@ def parse_skymap_name(filename: str | os.PathLike) -> tuple[str, np.datetime64, 
                             "e.g. themis_skymap_gako_20110305-+_vXX.sav.")
     d = match["date"]
     try:
-        day = np.datetime64(f"{d[:4]}-{d[4:6]}-{d[6:]}", "D")
-    except ValueError:
+        day = to_day(d)
+    except BadInputError:
         raise BadInputError(str(filename), f"has an impossible date {d}.", "Rename it with its real UT date.") from None
     return match["site"], day, match["version"]
 
@@ -414,8 +414,8 @@ def _text(raw, key: str) -> str:
 def _valid_interval_start(raw) -> np.datetime64:
     try:
         stamp = raw["GENERATION_INFO"][0][0]["VALID_INTERVAL_START"].decode("ascii").strip()
-        return np.datetime64(f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[8:10]}", "h")
-    except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+        return to_hour(stamp[:10])
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError, BadInputError):
         return np.datetime64("NaT", "h")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import zarr
 import zarr.errors
 
+from aurora_pipeline.hours import to_hour
 from aurora_pipeline.store import layout
 
 HOUR_GROUP = re.compile(r"^\d{8}T\d{2}$")
@@ -80,7 +81,7 @@ def convert_store(old: str, new: str, *, storage_options: dict | None = None) ->
             cfg = PreprocessConfig.from_attrs(attrs)
             st.set_preprocess(preprocess_setting(cfg), cfg.as_attrs())
             times = np.asarray(group["time"][:], dtype=np.int64).astype("datetime64[ms]")
-            hour = np.datetime64(f"{name[:4]}-{name[4:6]}-{name[6:8]}T{name[9:11]}", "h")
+            hour = to_hour(name)  # the old groups are named YYYYMMDDTHH
             write_frames(st, site, hour, group["frames"][:])
             commit_hours(st, site, [HourWrite(
                 hour=hour, times=times, source_file=attrs.get("aurora_source_file", ""),
