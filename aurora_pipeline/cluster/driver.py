@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aurora_pipeline.classify.driver import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
 from aurora_pipeline.cluster.model import ClusterConfig, Centroids, assign_clusters, load_centroids, save_centroids, scan_k
 from aurora_pipeline.plots import montage_png, silhouette_png
+from aurora_pipeline.classify.driver import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
 from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.read import read_hour
 from aurora_pipeline.store.stages import run_small_stage
 from aurora_pipeline.store.writer import ensure_cluster
 
@@ -82,5 +83,5 @@ def _frame(st: Store, per_site, row: tuple[str, int]) -> np.ndarray:
     for name, first, stop in per_site[site][2]:
         if first <= i < stop:
             hour = np.datetime64(name.split("/", 1)[1], "h")
-            return st.read_hour(site, hour, ("frames",))["frames"][i - first]
+            return read_hour(st, site, hour, ("frames",))["frames"][i - first]
     raise IndexError(row)

@@ -35,7 +35,7 @@ from aurora_pipeline.search.config import IndexConfig
 from aurora_pipeline.search.index import VectorIndex, choose_params, normalized
 from aurora_pipeline.search.saved import (BUILD_COMMAND, SavedIndex, index_exists, index_location, load_index,
                                           save_index)
-from aurora_pipeline.store import Store
+from aurora_pipeline.store import Store, hour_facts, read_hour
 
 COMPACT_DEAD_FRACTION = 0.25  # rebuild (same training) once dead rows pass a quarter of the live ones
 _FACT_COLUMNS = ["site", "hour", "year", "hour_index", "first_slot", "frames", "source_sha256", "embedding_model",
@@ -72,7 +72,7 @@ def store_hours(st: Store, sites: list[str] | None, start, end) -> pd.DataFrame:
     if unknown:
         raise BadInputError(", ".join(unknown), f"no such site in {st.url} (it holds {', '.join(st.sites()) or 'none'})",
                             "pick sites the store holds")
-    parts = [st.hour_facts(site, start, end) for site in sites]
+    parts = [hour_facts(st, site, start, end) for site in sites]
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in _FACT_COLUMNS})
@@ -108,7 +108,7 @@ class _Labels:
 
 def _read(st: Store, row, labels: _Labels, with_vectors: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     names = (("embedding",) if with_vectors else ()) + (("label",) if row.classifier else ())
-    data = st.read_hour(row.site, np.datetime64(row.hour, "h"), names) if names else {}
+    data = read_hour(st, row.site, np.datetime64(row.hour, "h"), names) if names else {}
     vectors = normalized(data["embedding"], f"{st.url} {row.site} {str(row.hour)[:13]} embedding") if with_vectors else None
     return vectors, labels.of(row, data.get("label"))
 

@@ -16,14 +16,14 @@ import pandas as pd
 
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.plots import _figure, _save
-from aurora_pipeline.store import Store
+from aurora_pipeline.store import Store, read_slots
 
 
 def result_frames(st: Store, df: pd.DataFrame) -> np.ndarray:
     """The stored frames (n, s, s) uint8 of the result rows, read at their slots only."""
     frames = [None] * len(df)
     for (site, year), part in df.groupby([df.site, df.time.dt.year], sort=False):
-        images = st.read_slots(site, int(year), part.slot.to_numpy(), "frames")
+        images = read_slots(st, site, int(year), part.slot.to_numpy(), "frames")
         for position, image in zip(part.index, images):
             frames[df.index.get_loc(position)] = image
     return np.stack(frames) if frames else np.empty((0, 1, 1), np.uint8)

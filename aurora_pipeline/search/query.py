@@ -31,7 +31,7 @@ from aurora_pipeline.hours import to_hour, to_time
 from aurora_pipeline.search.config import QueryConfig
 from aurora_pipeline.search.saved import SavedIndex, index_location, load_index
 from aurora_pipeline.search.index import normalized
-from aurora_pipeline.store import SLOTS_PER_HOUR, Store
+from aurora_pipeline.store import SLOTS_PER_HOUR, Store, hour_facts, read_hour, read_slots
 from aurora_pipeline.store.layout import hour_position
 
 COLUMNS = ["site", "time", "score", "label", "label_probability", "cluster", "slot"]
@@ -68,7 +68,7 @@ def stored_query(st: Store, saved: SavedIndex, site: str, time) -> Query:
     hour = to_hour(t)
     year, hour_index = hour_position(hour)
     if saved.catalog.position(site, year, hour_index) < 0:  # not indexed: is it stored, with the index's model?
-        facts = st.hour_facts(site, hour, hour + np.timedelta64(1, "h")) if site in st.sites() else pd.DataFrame()
+        facts = hour_facts(st, site, hour, hour + np.timedelta64(1, "h")) if site in st.sites() else pd.DataFrame()
         if not len(facts):
             raise BadInputError(f"{site} {t}", f"no stored hour of {site} at that time in {st.url}",
                                 "pick a stored frame (see `aurora_pipeline.open_site`), or query by --cdf / --png")
@@ -76,7 +76,7 @@ def stored_query(st: Store, saved: SavedIndex, site: str, time) -> Query:
         if model != saved.model_id:
             raise StoreError(f"{st.url}: {site} {str(hour)[:13]} is embedded by {model or 'no model'}, the index by "
                              f"{saved.model_id}. Fix: embed that hour with the index's encoder, or rebuild the index.")
-    times = st.read_hour(site, hour, ("time",))["time"]
+    times = read_hour(st, site, hour, ("time",))["time"]
     i = int(np.argmin(np.abs((times - t).astype(np.int64))))
     step = int(np.median(np.diff(times).astype(np.int64))) if len(times) > 1 else 0
     tolerance = max(FRAME_TOLERANCE_MS, step)
@@ -84,7 +84,7 @@ def stored_query(st: Store, saved: SavedIndex, site: str, time) -> Query:
         raise BadInputError(f"{site} {t}", f"no stored frame within {tolerance / 1000:g} s (nearest: {times[i]})",
                             "give the time of a stored frame")
     slot = hour_index * SLOTS_PER_HOUR + i
-    embedding, frame = (st.read_slots(site, year, np.array([slot]), name) for name in ("embedding", "frames"))
+    embedding, frame = (read_slots(st, site, year, np.array([slot]), name) for name in ("embedding", "frames"))
     return Query(normalized(embedding)[0], f"{site} {times[i]}", site, times[i], year, slot, frame[0])
 
 
@@ -160,7 +160,7 @@ def _label_codes(saved: SavedIndex, label) -> list[int] | None:
 
 def _read_group(st: Store, site: str, year: int, slots: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     group = st.year_group(site, year)
-    return {name: st.read_slots(site, year, slots, name) for name in names if name in group}
+    return {name: read_slots(st, site, year, slots, name) for name in names if name in group}
 
 
 def _candidates(st: Store, saved: SavedIndex, query: Query, rows: np.ndarray, approx: np.ndarray) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from aurora_pipeline import __version__
 from aurora_pipeline.errors import StoreError
 from aurora_pipeline.store import layout
 from aurora_pipeline.store.facts import FACTS, facts_template
+from aurora_pipeline.store.formats import format_problem
 from aurora_pipeline.store.locks import store_lock
 
 ROOT_ATTRS = {
@@ -96,8 +97,6 @@ class Store:
                     attrs = self._root_attrs()
         found = attrs.get(layout.FORMAT_ATTR)
         if found != layout.FORMAT_VERSION:
-            from aurora_pipeline.store.legacy import format_problem
-
             raise StoreError(format_problem(self, found))
 
     def _root_attrs(self) -> dict | None:
@@ -143,23 +142,6 @@ class Store:
             root = zarr.open_group(self.zs, mode="r+")
             line = f"{utc_now()} aurora-pipeline {__version__}: {action}"
             root.attrs["history"] = (str(root.attrs.get("history", "")) + "\n" + line).strip()
-
-    # --- reads (see read.py) --------------------------------------------------------------------
-    def hour_facts(self, site: str, start=None, end=None):
-        """One row per stored hour of ``site`` in [start, end): position and every per-hour fact."""
-        from aurora_pipeline.store.read import hour_facts
-
-        return hour_facts(self, site, start, end)
-
-    def read_hour(self, site: str, hour, variables=("time", "frames")) -> dict:
-        from aurora_pipeline.store.read import read_hour
-
-        return read_hour(self, site, hour, variables)
-
-    def read_slots(self, site: str, year: int, slots, variable: str):
-        from aurora_pipeline.store.read import read_slots
-
-        return read_slots(self, site, year, slots, variable)
 
     # --- site-year groups ------------------------------------------------------------------------
     def year_group(self, site: str, year: int, *, create: bool = False) -> zarr.Group | None:

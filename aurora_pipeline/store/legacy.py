@@ -1,4 +1,4 @@
-"""Stores of other formats: what they are, and converting the old per-hour layout (format 1).
+"""Converting a store of the old per-hour layout (format 1) into a format-2 store.
 
 Format 1 (aurora-pipeline 0.1) kept one group per site-hour (``STORE/<site>/<YYYYMMDD>T<HH>/``,
 marked ``aurora_ingest_complete``). Its frames and times are copied into a format-2 store by
@@ -8,66 +8,28 @@ are not copied: rerun embed, classify and cluster on the new store.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import zarr
 import zarr.errors
+import zarr.storage
 
+from aurora_pipeline.errors import StoreError
 from aurora_pipeline.hours import to_hour
-from aurora_pipeline.store import layout
-
-HOUR_GROUP = re.compile(r"^\d{8}T\d{2}$")
-
-
-def _old_hours(zs) -> dict[str, list[str]]:
-    root = zarr.open_group(zs, mode="r")
-    out = {}
-    for site in sorted(root.group_keys()):
-        if re.fullmatch(r"[a-z0-9]{4}", site):
-            hours = sorted(h for h in root[site].group_keys() if HOUR_GROUP.match(h))
-            if hours:
-                out[site] = hours
-    return out
-
-
-def format_problem(st, found) -> str:
-    """The refusal message for a store whose ``aurora_store_format`` is ``found`` (not this format)."""
-    if found is None:
-        try:
-            old = _old_hours(st.zs)
-        except Exception:  # noqa: BLE001 - whatever it is, it is not a store of ours
-            old = {}
-        if old:
-            n = sum(len(v) for v in old.values())
-            return (f"{st.url}: this store is in the old one-group-per-hour layout (format 1, {n} hour groups), "
-                    f"which this version no longer reads (it does not scale past a few thousand hours). Fix: convert "
-                    f"it with `aurora-pipeline convert-store {st.url} NEW_STORE` (frames and times are copied; rerun "
-                    "embed, classify and cluster on the new store), or ingest the archive into a new store.")
-        return (f"{st.url}: a Zarr group that is not an aurora-pipeline store (no {layout.FORMAT_ATTR} attribute). "
-                "Fix: pass the path of an aurora-pipeline store, or a new path to create one.")
-    return (f"{st.url}: {layout.FORMAT_ATTR} = {found!r}, this software reads format {layout.FORMAT_VERSION}. "
-            "Fix: use the aurora-pipeline version that wrote it, or convert / re-ingest into a new store.")
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
+from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.formats import old_hours
+from aurora_pipeline.store.writer import HourWrite, commit_hours, write_frames
 
 
 def convert_store(old: str, new: str, *, storage_options: dict | None = None) -> dict:
     """Copy the frames and times of a format-1 store into a new format-2 store; returns counts."""
-    import zarr.storage
-
-    from aurora_pipeline.ingest.driver import preprocess_setting
-    from aurora_pipeline.ingest.preprocess import PreprocessConfig
-    from aurora_pipeline.store.core import Store
-    from aurora_pipeline.store.writer import HourWrite, commit_hours, write_frames
-
     zs = zarr.storage.LocalStore(old, read_only=True) if "://" not in old else zarr.storage.FsspecStore.from_url(
         old, storage_options=storage_options or {}, read_only=True)
     try:
-        hours = _old_hours(zs)
+        hours = old_hours(zs)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
         hours = {}
     if not hours:
-        from aurora_pipeline.errors import StoreError
-
         raise StoreError(f"{old}: no hour groups of the old layout (STORE/<site>/<YYYYMMDD>T<HH>/) found. "
                          "Fix: pass the path of a format-1 store.")
     st = Store.open(new, storage_options, mode="a")
@@ -79,7 +41,7 @@ def convert_store(old: str, new: str, *, storage_options: dict | None = None) ->
             if not attrs.get("aurora_ingest_complete"):
                 continue
             cfg = PreprocessConfig.from_attrs(attrs)
-            st.set_preprocess(preprocess_setting(cfg), cfg.as_attrs())
+            st.set_preprocess(cfg.setting(), cfg.as_attrs())
             times = np.asarray(group["time"][:], dtype=np.int64).astype("datetime64[ms]")
             hour = to_hour(name)  # the old groups are named YYYYMMDDTHH
             write_frames(st, site, hour, group["frames"][:])

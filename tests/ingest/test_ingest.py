@@ -16,7 +16,7 @@ from aurora_pipeline.source.archive import list_archive, relative_path
 from aurora_pipeline.store.failures import read_failures
 from aurora_pipeline.ingest.driver import ingest
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
-from aurora_pipeline.store import Store, read_inventory
+from aurora_pipeline.store import Store, hour_facts, read_inventory
 from aurora_pipeline.synth.archive import render_site_hour, write_asi_cdf, write_synthetic_archive
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -46,7 +46,7 @@ def test_real_themis_file_keeps_milliseconds(tmp_path):
     ds = aurora_pipeline.open_site(tmp_path / "s.zarr", "gako")
     assert ds.sizes["time"] == 23
     assert ds.time.values[0] == np.datetime64("2011-01-06T17:00:00.053")
-    facts = Store.open(tmp_path / "s.zarr").hour_facts("gako")
+    facts = hour_facts(Store.open(tmp_path / "s.zarr"), "gako")
     assert facts["source_sha256"].tolist() == ["ced04f7ac30fb683eee85aa810244c263de39c6c1b91323fa8b3d330d70b9a0a"]
     assert facts["source_layout"].tolist() == ["legacy"]
     assert ds.attrs["preprocess_fov_shrink"] == 0.15 and Store.open(tmp_path / "s.zarr").preprocess["image_size"] == 32

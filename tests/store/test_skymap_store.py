@@ -11,7 +11,7 @@ from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.ingest.driver import ingest
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.source.archive import list_archive
-from aurora_pipeline.store import Store
+from aurora_pipeline.store import Store, hour_facts
 from aurora_pipeline.store.failures import read_failures
 from aurora_pipeline.synth.archive import write_synthetic_archive
 
@@ -44,7 +44,7 @@ def test_ingest_with_skymaps_stores_coordinates_and_the_skymap_used(tmp_path, sk
     assert ds.lat.attrs["units"] == "degrees_north" and np.nanmax(ds.el.values) > 80
     low = np.nan_to_num(ds.el.values, nan=-90.0) < 5.0  # well below the 13.5 degree cut (resizing blurs the edge)
     assert low.any() and (ds.frames.values[:, low] == 0).all()
-    facts = Store.open(store).hour_facts("gako")
+    facts = hour_facts(Store.open(store), "gako")
     assert facts["skymap"].tolist() == [GAKO]
     keo = aurora_pipeline.keogram(store, "gako", coordinate="latitude")
     assert keo.sizes["time"] == 4 and 60 < float(keo.latitude.mean()) < 65
