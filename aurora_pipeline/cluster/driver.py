@@ -16,7 +16,7 @@ import numpy as np
 
 from aurora_pipeline.cluster.model import ClusterConfig, Centroids, assign_clusters, load_centroids, save_centroids, scan_k
 from aurora_pipeline.plots import montage_png, silhouette_png
-from aurora_pipeline.classify.driver import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
+from aurora_pipeline.embed.stored import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
 from aurora_pipeline.store.core import Store
 from aurora_pipeline.store.read import read_hour
 from aurora_pipeline.store.stages import run_small_stage
