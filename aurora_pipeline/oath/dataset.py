@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "CLASS_NAMES",
     "OATH_CLASS_COUNTS",
     "ImageReport",
+    "OathData",
     "OathDataset",
     "load_oath",
     "verify_images",
@@ -459,3 +461,24 @@ def _to_unit_float(green: list[np.ndarray], image_size: int | None) -> np.ndarra
     size = (image_size, image_size)
     resized = F.interpolate(torch.from_numpy(x)[:, None], size, mode="bilinear", antialias=True, align_corners=False)
     return resized[:, 0].clamp_(0.0, 1.0).numpy()
+
+
+@dataclass(frozen=True, eq=False)
+class OathData:
+    """Everything the later stages read.
+
+    Attributes:
+        dataset: the (possibly subset) ``OathDataset``.
+        frames: uint8 (n, S, S), every image at ``image_size`` (0..255 meaning 0..1).
+        labels: int64 (n,) class indices into ``class_names``.
+        class_names: ("arc", "diffuse", "discrete", "cloudy", "moon", "noaurora").
+        splits: {split row: (train indices, test indices)}.
+        info: JSON-ready facts: root, n_images, class_counts, full_release, checksums...
+    """
+
+    dataset: OathDataset
+    frames: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    splits: dict[int, tuple[np.ndarray, np.ndarray]]
+    info: dict[str, Any]

@@ -30,175 +30,24 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aurora_pipeline.atomic import atomic_path
-from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.oath.dataset import OATH_CLASS_COUNTS, N_SPLITS, OathDataset, load_oath
+from aurora_pipeline.oath.config import OathBenchmarkConfig, parse_splits, scaled_supervised_epochs  # noqa: F401 - re-exported
+from aurora_pipeline.oath.dataset import OATH_CLASS_COUNTS, OathData, load_oath
 
 Progress = Callable[[str], None]
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 
 
-SUPERVISED_EPOCHS_AT_100 = 30  # the supervised baseline's epochs beside the paper's 100 of pre-training
-
-
-def scaled_supervised_epochs(epochs: int) -> int:
-    """The supervised baseline's epochs for ``epochs`` of pre-training: 30 at the paper's 100."""
-    return max(1, round(SUPERVISED_EPOCHS_AT_100 * epochs / 100))
-
-
-@dataclass(frozen=True)
-class OathBenchmarkConfig:
-    # SimCLR pre-training, the paper's recipe (section III.C); lr 3e-4 and tau 0.5 are PretrainConfig's
-    epochs: int = 100                      # paper: 100
-    batch_size: int = 128                  # paper: 128 (also the supervised model's batch)
-    image_size: int = 128                  # side in pixels the 256 x 256 images are resized to (paper: unstated)
-    seed: int = 0                          # weights, batch order, augmentations, K-means, montages
-    device: str = "auto"                   # "auto" (GPU if any), "cpu" or "cuda"
-    mixed_precision: bool = True           # bf16 autocast where the hardware does bf16
-    num_threads: int | None = None         # torch CPU threads (None: torch's default)
-    # the evaluation protocol (section III.D)
-    splits: tuple[int, ...] = (0, 1, 2, 3, 4)  # rows of train_test_split.csv to evaluate on
-    train_fraction: float = 0.7            # first 70% of a row trains (4,077), the rest tests (1,747)
-    max_images_per_class: int | None = None  # keep this many images per class (quick runs); None: all
-    classifier_C: float = 1.0              # inverse l2 strength of the logistic regressions (scikit-learn default)
-    classifier_max_iter: int = 2000        # lbfgs iterations
-    pixel_size: int = 32                   # side of the raw-pixel baseline's images (32 x 32 = 1,024 features)
-    # the supervised ResNet18 (aurora_pipeline.oath.supervised; the paper gives no recipe)
-    supervised: bool = True                # train it (the slowest part after pre-training)
-    supervised_epochs: int | None = None   # None: 30 at 100 epochs (~960 Adam steps on 4,077 frames at batch
-                                           # 128), scaled with `epochs`, so a quick run is quick throughout
-    supervised_lr: float = 1e-3            # Adam, from random initialisation
-    imagenet_weights: str | None = None    # torchvision resnet18 weights file; adds the ImageNet-initialised row
-    imagenet_lr: float = 1e-4              # Adam, fine-tuning from ImageNet weights
-    # clustering (section III.E)
-    k_min: int = 3                         # paper: 3
-    k_max: int = 15                        # paper: 15 (must be below the number of images)
-    kmeans_n_init: int = 10                # K-means restarts per k
-    silhouette_sample: int = 10000         # rows the silhouette is computed on (all 5,824 of OATH)
-    # figures
-    confusion_split: int | None = None     # split whose confusion matrix is drawn; None: the first evaluated
-    montage_per_group: int = 8             # images per row of the montages
-
-    def __post_init__(self):
-        object.__setattr__(self, "splits", parse_splits(self.splits))
-        if self.supervised_epochs is None and isinstance(self.epochs, int) and not isinstance(self.epochs, bool):
-            object.__setattr__(self, "supervised_epochs", scaled_supervised_epochs(self.epochs))
-        for name in ("epochs", "batch_size", "image_size", "supervised_epochs", "classifier_max_iter",
-                     "pixel_size", "kmeans_n_init", "silhouette_sample", "montage_per_group"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise BadInputError(name, f"must be a positive integer, got {value!r}.",
-                                    f"use e.g. {getattr(OathBenchmarkConfig, name)}.")
-        if self.max_images_per_class is not None and (
-                isinstance(self.max_images_per_class, bool) or not isinstance(self.max_images_per_class, int)
-                or self.max_images_per_class < 2):
-            raise BadInputError("max_images_per_class", f"must be None or an integer >= 2, got {self.max_images_per_class!r}.",
-                                "use None for the whole dataset.")
-        if self.pixel_size > self.image_size:
-            raise BadInputError("pixel_size", f"{self.pixel_size} exceeds image_size {self.image_size}.",
-                                "use a pixel_size <= image_size, e.g. 32.")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise BadInputError("train_fraction", f"must be in (0, 1), got {self.train_fraction!r}.", "use 0.7 as the paper.")
-        if self.confusion_split is not None and self.confusion_split not in self.splits:
-            raise BadInputError("confusion_split", f"{self.confusion_split!r} is not among the evaluated splits {self.splits}.",
-                                "pick one of them, or None for the first.")
-        # the stage configs check the rest (lr, device, C, k range...) and fail here, before any work
-        for build in (self.pretrain_config, self.classifier_config, self.cluster_config):
-            build()
-        self.supervised_config(imagenet=False)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OathBenchmarkConfig":
-        """Build from a plain dict (e.g. results.json's ``config``); unknown keys are an error."""
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["splits"] = list(self.splits)
-        return out
-
-    @property
-    def shown_split(self) -> int:
-        """The split whose confusion matrix is drawn."""
-        return self.splits[0] if self.confusion_split is None else self.confusion_split
-
-    def pretrain_config(self):
-        from aurora_pipeline.encoder.train import PretrainConfig
-
-        return PretrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, image_size=self.image_size,
-                              device=self.device, mixed_precision=self.mixed_precision, num_threads=self.num_threads)
-
-    def supervised_config(self, imagenet: bool):
-        from aurora_pipeline.oath.supervised import SupervisedConfig
-
-        return SupervisedConfig(epochs=self.supervised_epochs, batch_size=self.batch_size,
-                                lr=self.imagenet_lr if imagenet else self.supervised_lr, image_size=self.image_size,
-                                seed=self.seed, device=self.device, mixed_precision=self.mixed_precision,
-                                imagenet_weights=self.imagenet_weights if imagenet else None,
-                                num_threads=self.num_threads)
-
-    def classifier_config(self):
-        from aurora_pipeline.classify.model import ClassifierConfig
-
-        return ClassifierConfig(C=self.classifier_C, max_iter=self.classifier_max_iter, seed=self.seed)
-
-    def cluster_config(self):
-        from aurora_pipeline.cluster.model import ClusterConfig
-
-        return ClusterConfig(k_min=self.k_min, k_max=self.k_max, silhouette_sample=self.silhouette_sample,
-                             n_init=self.kmeans_n_init, seed=self.seed)
-
-
-def parse_splits(value: str | Sequence[int]) -> tuple[int, ...]:
-    """Split rows from ``"0,1,2"`` or ``[0, 1, 2]``: distinct integers in 0..4, in the given order.
-
-    Raises:
-        BadInputError: empty, not integers, repeated, or outside 0..4.
-    """
-    fix = "give split rows 0..4, e.g. '0,1,2,3,4'."
-    items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
-    try:
-        out = tuple(int(v) for v in items if isinstance(v, (int, np.integer, str)) and not isinstance(v, bool))
-    except ValueError:
-        raise BadInputError("splits", f"{value!r} holds a non-integer.", fix) from None
-    if not out or len(out) != len(items) or len(set(out)) != len(out) or not all(0 <= s < N_SPLITS for s in out):
-        raise BadInputError("splits", f"{value!r} is not a list of distinct rows in 0..{N_SPLITS - 1}.", fix)
-    return out
-
-
 # ------------------------------------------------------------------ stage 1: data
-
-
-@dataclass(frozen=True, eq=False)
-class OathData:
-    """Everything the later stages read.
-
-    Attributes:
-        dataset: the (possibly subset) ``OathDataset``.
-        frames: uint8 (n, S, S), every image at ``image_size`` (0..255 meaning 0..1).
-        labels: int64 (n,) class indices into ``class_names``.
-        class_names: ("arc", "diffuse", "discrete", "cloudy", "moon", "noaurora").
-        splits: {split row: (train indices, test indices)}.
-        info: JSON-ready facts: root, n_images, class_counts, full_release, checksums...
-    """
-
-    dataset: OathDataset
-    frames: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-    splits: dict[int, tuple[np.ndarray, np.ndarray]]
-    info: dict[str, Any]
 
 
 def prepare_data(oath_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: OathBenchmarkConfig,

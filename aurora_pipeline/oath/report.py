@@ -38,9 +38,10 @@ import numpy as np
 
 from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.oath.config import OathBenchmarkConfig
 
 if TYPE_CHECKING:
-    from aurora_pipeline.oath.protocol import OathBenchmarkConfig, OathData
+    from aurora_pipeline.oath.dataset import OathData
 
 __all__ = [
     "PAPER_CLUSTERING",
@@ -191,8 +192,6 @@ _NOT_A_SETTING = ("device", "num_threads")
 def changed_settings(cfg: dict[str, Any]) -> list[str]:
     """Every setting of ``cfg`` (results.json's ``config``) that is not the paper run's: the
     paper's value where the paper states one, else this package's default for a paper run."""
-    from aurora_pipeline.oath.protocol import OathBenchmarkConfig
-
     defaults = OathBenchmarkConfig().to_dict()
     out = []
     for key, default in defaults.items():
