@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import importlib
 import json
 import os
 import signal
@@ -42,12 +43,15 @@ import tempfile
 import threading
 from pathlib import Path
 
+from flows._prefect_home import prefect_home
+
 IMPORT_TIME_PREFIXES = ("PREFECT_", "DASK_", "OMP_", "MKL_", "OPENBLAS_", "TORCH_", "PYTORCH_", "CUDA_")
 OFF_SWITCH = "AURORA_PIPELINE_NO_RUNNER"
 RUNNER_LOG = "aurora-pipeline-runner.log"
 MAX_MESSAGE = 16 * 1024 * 1024      # one request (arguments + environment) is a few KB
 CONNECT_TIMEOUT_S = 2.0
 REPLY_TIMEOUT_S = 30.0               # the runner forks at once; a busy machine can still take seconds
+COMMAND = "flows.cli"  # the module whose main(argv) a child runs: named, not imported, as flows.cli imports this one
 PRELOAD = (  # what commands import; the runner imports it once, its children never again
     "flows.cli", "flows.local_server", "flows._terminal", "flows.ingest", "flows.pretrain", "flows.embed",
     "flows.classify", "flows.cluster", "flows.label_archive", "flows.demo", "flows.oath_benchmark",
@@ -70,8 +74,6 @@ PRELOAD = (  # what commands import; the runner imports it once, its children ne
 def socket_path(environ: dict | None = None) -> Path:
     """The runner's socket for this Prefect home: short (a Unix socket path has ~100 bytes),
     in a folder only this user can enter."""
-    from flows.local_server import prefect_home
-
     home = str(prefect_home(environ).resolve())
     folder = Path(tempfile.gettempdir()) / f"aurora-pipeline-{os.getuid()}"
     return folder / f"runner-{hashlib.sha256(home.encode()).hexdigest()[:16]}.sock"
@@ -90,8 +92,6 @@ def _private_folder(folder: Path, create: bool) -> bool:
 
 def import_time_settings(environ: dict) -> dict:
     """The variables a module may read when it is imported, and the Prefect profiles file."""
-    from flows.local_server import prefect_home
-
     chosen = {k: v for k, v in environ.items() if k.startswith(IMPORT_TIME_PREFIXES)}
     profiles = Path(environ.get("PREFECT_PROFILES_PATH") or prefect_home(environ) / "profiles.toml").expanduser()
     try:
@@ -346,7 +346,7 @@ class Runner:
         from prefect.logging.configuration import setup_logging
 
         setup_logging(incremental=False)  # Prefect's console handlers on this command's stderr
-        from flows.cli import main
+        main = importlib.import_module(COMMAND).main  # preloaded: a dictionary look-up
 
         try:
             outcome["exit"] = _exit_code(main(request["argv"]))
@@ -438,8 +438,6 @@ def ping(path: Path) -> bool:
 
 
 def main(args: list[str]) -> int:
-    import importlib
-
     for name in PRELOAD:
         try:
             importlib.import_module(name)

@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from aurora_pipeline.errors import BadInputError
+from flows import command_runner
+from flows._prefect_home import prefect_home
 
 STATE_FILE = "aurora-pipeline-server.json"
 LOG_FILE = "aurora-pipeline-server.log"
@@ -56,12 +58,6 @@ class ServerState:
     log: str         # the server's output
     started: str     # ISO 8601 UTC
     runner_pid: int | None = None   # the warm command runner (flows/command_runner.py), when started
-
-
-def prefect_home(environ: dict | None = None) -> Path:
-    """The Prefect home Prefect itself will use: ``$PREFECT_HOME`` or ``~/.prefect``."""
-    env = os.environ if environ is None else environ
-    return Path(env.get("PREFECT_HOME") or "~/.prefect").expanduser()
 
 
 def state_path(environ: dict | None = None) -> Path:
@@ -248,8 +244,6 @@ def start_runner(state: ServerState, progress=None, timeout: float = RUNNER_STAR
     A runner that does not come up is not an error: the commands then run in their own
     processes (slower), and `server status` says so.
     """
-    from flows import command_runner
-
     path = command_runner.socket_path()
     if _is_our_runner(state.runner_pid) and command_runner.ping(path):
         return state
@@ -305,8 +299,6 @@ def server_status() -> dict:
     state = read_state()
     if state is None:
         return {"running": False, "state_file": str(state_path())}
-    from flows import command_runner
-
     up = _alive(state.pid) and _is_our_server(state.pid) and is_healthy(state.api_url)
     runner = up and _is_our_runner(state.runner_pid) and command_runner.ping(command_runner.socket_path())
     return {"running": up, **asdict(state), "runner": bool(runner), "state_file": str(state_path())}
