@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from aurora_pipeline.errors import BadInputError
 
 T = TypeVar("T")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")  # the `device` setting of every stage that runs the encoder
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any], where: str | None = None) -> T:
@@ -23,3 +24,11 @@ def config_from_dict(cls: type[T], data: dict[str, Any], where: str | None = Non
     if unknown:
         raise BadInputError(where or cls.__name__, f"unknown setting(s) {unknown}.", f"use only {sorted(known)}.")
     return cls(**data)
+
+
+def check_device_name(name: str) -> None:
+    """Raise ``BadInputError`` unless ``name`` is auto, cpu, cuda or cuda:N (whatever this machine has)."""
+    text = str(name).strip().lower()
+    base, _, index = text.partition(":")
+    if base not in DEVICE_CHOICES or (index and (base != "cuda" or not index.isdigit())):
+        raise BadInputError("device", f"unknown device {name!r}.", f"use one of {', '.join(DEVICE_CHOICES)} (or cuda:N).")

@@ -28,9 +28,9 @@ from typing import ContextManager, Iterable, Iterator, TypeVar
 
 import torch
 
+from aurora_pipeline.config import check_device_name  # noqa: F401 - re-exported: the stages import it from here
 from aurora_pipeline.errors import BadInputError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 WORK_KINDS = ("embed", "train")
 T = TypeVar("T")
 
@@ -66,14 +66,6 @@ def resolve_device(name: str = "auto") -> torch.device:
             "use 'cuda' or a smaller index.",
         )
     return device
-
-
-def check_device_name(name: str) -> None:
-    """Raise ``BadInputError`` unless ``name`` is auto, cpu, cuda or cuda:N (whatever this machine has)."""
-    text = str(name).strip().lower()
-    base, _, index = text.partition(":")
-    if base not in DEVICE_CHOICES or (index and (base != "cuda" or not index.isdigit())):
-        raise BadInputError("device", f"unknown device {name!r}.", f"use one of {', '.join(DEVICE_CHOICES)} (or cuda:N).")
 
 
 def supports_bf16(device: torch.device | str) -> bool:

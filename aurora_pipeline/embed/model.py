@@ -21,40 +21,16 @@ Example:
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from aurora_pipeline.device import autocast, check_device_name, memory_format_for, prefetched, resolve_device, use_mixed_precision
-from aurora_pipeline.config import config_from_dict
+from aurora_pipeline.device import autocast, memory_format_for, prefetched, resolve_device, use_mixed_precision
+from aurora_pipeline.embed.config import EmbedConfig
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.encoder.backbone import REPRESENTATION_DIM, fold_batch_norms, frames_to_input
-
-OUTPUT_DTYPES = ("float32", "float16")
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    batch_size: int = 512         # frames per forward pass (bounds device memory, not results)
-    device: str = "auto"          # "auto" (GPU if any), "cpu" or "cuda"
-    mixed_precision: bool = True  # bf16 autocast where the hardware does bf16 natively
-    dtype: str = "float32"        # dtype of the returned embeddings: float32 or float16
-
-    def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise BadInputError("batch_size", f"must be a positive integer, got {self.batch_size!r}.", "use 512.")
-        if self.dtype not in OUTPUT_DTYPES:
-            raise BadInputError("dtype", f"unsupported embedding dtype {self.dtype!r}.", f"use one of {OUTPUT_DTYPES}.")
-        check_device_name(self.device)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EmbedConfig":
-        """Build from a plain dict; unknown keys are an error."""
-        return config_from_dict(cls, data)
-
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)

@@ -19,10 +19,22 @@ Example:
     >>> loss = nt_xent_loss(head(encoder(views)), temperature=0.5)
 """
 
-from aurora_pipeline.encoder.augment import AugmentConfig, AugmentParams, apply_params, sample_params, two_views
-from aurora_pipeline.encoder.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
-from aurora_pipeline.encoder.head import ProjectionHead
-from aurora_pipeline.encoder.loss import NTXentLoss, nt_xent_loss
+import importlib
+
+# The parts import torch, so they are imported on first use: ``aurora_pipeline.encoder.config``
+# (the settings, no torch) is then light for the command line, which builds its options from it.
+_WHERE = {
+    "AugmentConfig": "config", "AugmentParams": "augment", "apply_params": "augment", "sample_params": "augment",
+    "two_views": "augment", "REPRESENTATION_DIM": "backbone", "frames_to_input": "backbone",
+    "resnet18_encoder": "backbone", "ProjectionHead": "head", "NTXentLoss": "loss", "nt_xent_loss": "loss",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "REPRESENTATION_DIM",

@@ -36,46 +36,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from aurora_pipeline.encoder.config import AugmentConfig
 from aurora_pipeline.errors import BadInputError
 
 CROP_TRIES = 10  # as torchvision's RandomResizedCrop
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    crop_scale: tuple[float, float] = (0.08, 1.0)    # crop area as a fraction of the frame (SimCLR/torchvision default; paper: unstated)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio width/height, drawn log-uniform
-    flip_top_bottom: float = 0.5                      # probability of the paper's flip over the horizontal axis
-    brightness: float = 0.0                           # off; b > 0 multiplies a view by U(1-b, 1+b)
-    contrast: float = 0.0                             # off; c > 0 scales deviations from the view's mean by U(1-c, 1+c)
-    rotation_degrees: float = 0.0                     # off; d > 0 rotates a view by U(-d, d) degrees (zeros fill the corners)
-    blur_sigma: float = 0.0                           # off; s > 0 blurs with a Gaussian of sigma U(0.1, s) pixels
-    blur_probability: float = 0.5                     # share of views blurred when blur_sigma > 0 (SimCLR: 0.5)
-
-    def __post_init__(self):
-        lo, hi = _pair(self, "crop_scale")
-        if not 0.0 < lo <= hi <= 1.0:
-            raise BadInputError("crop_scale", f"need 0 < low <= high <= 1, got {self.crop_scale}.", "use (0.08, 1.0).")
-        lo, hi = _pair(self, "crop_ratio")
-        if not 0.0 < lo <= hi:
-            raise BadInputError("crop_ratio", f"need 0 < low <= high, got {self.crop_ratio}.", "use (0.75, 1.3333).")
-        for name in ("flip_top_bottom", "blur_probability"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise BadInputError(name, f"is a probability, got {getattr(self, name)}.", "use a value in [0, 1].")
-        for name, limit in (("brightness", 1.0), ("contrast", 1.0), ("rotation_degrees", 180.0), ("blur_sigma", 50.0)):
-            value = getattr(self, name)
-            if not 0.0 <= value <= limit:
-                raise BadInputError(name, f"must be in [0, {limit}], got {value}.", "use 0 to switch it off.")
-        if 0.0 < self.blur_sigma < 0.1:
-            raise BadInputError("blur_sigma", f"the largest sigma must be >= 0.1 pixel, got {self.blur_sigma}.", "use 0 (off) or e.g. 1.5.")
-
-
-def _pair(cfg: AugmentConfig, name: str) -> tuple[float, float]:
-    value = tuple(getattr(cfg, name))
-    if len(value) != 2:
-        raise BadInputError(name, f"must be a (low, high) pair, got {value!r}.", "give two numbers.")
-    object.__setattr__(cfg, name, (float(value[0]), float(value[1])))  # lists from JSON become tuples
-    return value
 
 
 @dataclass(frozen=True)

@@ -22,25 +22,12 @@ Example:
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aurora_pipeline.encoder.config import check_temperature
 from aurora_pipeline.errors import BadInputError
-
-
-def check_temperature(temperature: float) -> None:
-    """Raise ``BadInputError`` unless tau is a finite number > 0."""
-    is_number = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
-    if not is_number or not math.isfinite(temperature) or temperature <= 0:
-        raise BadInputError(
-            "temperature",
-            f"the NT-Xent temperature must be a finite number > 0, got {temperature!r}.",
-            "use the paper's 0.5.",
-        )
 
 
 def nt_xent_loss(z: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:

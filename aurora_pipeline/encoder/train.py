@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import time
@@ -41,13 +40,13 @@ from torch import nn
 
 from aurora_pipeline.atomic import atomic_path, atomic_write
 from aurora_pipeline.encoder import checkpoint as ckpt
-from aurora_pipeline.device import autocast, check_device_name, memory_format, memory_format_for, prefetched, resolve_device, use_mixed_precision
-from aurora_pipeline.config import config_from_dict
+from aurora_pipeline.encoder.config import PretrainConfig
+from aurora_pipeline.device import autocast, memory_format, memory_format_for, prefetched, resolve_device, use_mixed_precision
 from aurora_pipeline.errors import BadInputError, CheckpointError
-from aurora_pipeline.encoder.augment import AugmentConfig, AugmentParams, apply_params, sample_params
+from aurora_pipeline.encoder.augment import AugmentParams, apply_params, sample_params
 from aurora_pipeline.encoder.backbone import REPRESENTATION_DIM, frames_to_input, resnet18_encoder
 from aurora_pipeline.encoder.head import ProjectionHead
-from aurora_pipeline.encoder.loss import check_temperature, nt_xent_loss
+from aurora_pipeline.encoder.loss import nt_xent_loss
 
 log = logging.getLogger(__name__)
 
@@ -60,56 +59,6 @@ class FrameSource(Protocol):
 
     def __len__(self) -> int: ...
     def __getitem__(self, index: np.ndarray) -> np.ndarray: ...  # sorted int indices -> (k, H, W) uint8
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    epochs: int = 100                   # paper: 100
-    batch_size: int = 128               # frames per step, so 2 x 128 views (paper: 128)
-    lr: float = 3e-4                    # Adam, fixed learning rate (paper: 0.0003)
-    weight_decay: float = 0.0           # paper: none
-    temperature: float = 0.5            # tau of eq. 2 (paper: 0.5)
-    seed: int = 0                       # initial weights, batch order and augmentations
-    image_size: int = 128               # frames are resized to this side (pixels) on the device
-    device: str = "auto"                # "auto" (GPU if any), "cpu" or "cuda"
-    mixed_precision: bool = True        # bf16 autocast where the hardware does bf16 natively
-    projection_hidden_dim: int = 512    # rows of W1 in g(h)
-    projection_dim: int = 128           # length of z = g(h)
-    augment: AugmentConfig = AugmentConfig()  # crop + top-bottom flip; extras off
-    num_threads: int | None = None      # torch CPU threads (None: leave torch's setting)
-    log_every: int = 10                 # steps between progress reports
-    keep_checkpoints: int = 2           # epoch checkpoints kept on disk besides final/ (0: all)
-
-    def __post_init__(self):
-        if isinstance(self.augment, dict):
-            object.__setattr__(self, "augment", config_from_dict(AugmentConfig, self.augment, "augment"))
-        for name in ("epochs", "batch_size", "image_size", "projection_hidden_dim", "projection_dim", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise BadInputError(name, f"must be a positive integer, got {value!r}.", f"use e.g. {getattr(PretrainConfig, name)}.")
-        if self.batch_size < 2:
-            raise BadInputError("batch_size", "must be >= 2: NT-Xent needs other frames as negatives.", "use 128.")
-        if not 32 <= self.image_size <= 512:
-            raise BadInputError("image_size", f"must be in 32..512 pixels (ResNet18 needs 32; THEMIS frames are 256), "
-                                f"got {self.image_size}.", "use 128, or leave it out to train at the store's size.")
-        if not (self.lr > 0 and self.weight_decay >= 0):
-            raise BadInputError("lr/weight_decay", f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}.", "use 3e-4 and 0.")
-        check_temperature(self.temperature)
-        if self.num_threads is not None and self.num_threads < 1:
-            raise BadInputError("num_threads", f"must be None or >= 1, got {self.num_threads}.", "use None.")
-        if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, (int, np.integer)) or self.keep_checkpoints < 0:
-            raise BadInputError("keep_checkpoints", f"must be an integer >= 0, got {self.keep_checkpoints!r}.", "use 2 (0 keeps all).")
-        check_device_name(self.device)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":
-        """Build from a plain dict (e.g. a sidecar's ``config``); unknown keys are an error."""
-        return config_from_dict(cls, data, "PretrainConfig")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 
 
 @dataclass(frozen=True)
