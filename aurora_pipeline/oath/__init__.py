@@ -9,9 +9,22 @@ release; ``write_synthetic_oath`` (in :mod:`aurora_pipeline.oath.synth`) writes 
 stand-in in the same layout for tests and offline runs.
 """
 
-from aurora_pipeline.oath.dataset import CLASS_NAMES, OATH_CLASS_COUNTS, OathDataset, load_oath, verify_images
-from aurora_pipeline.oath.download import OATH_URL, download_oath
-from aurora_pipeline.oath.synth import write_synthetic_oath
+import importlib
+
+# Imported on first use, so that ``aurora_pipeline.oath.config`` (the settings the command
+# line builds its options from) does not pull in pandas and the image readers.
+_WHERE = {
+    "CLASS_NAMES": "dataset", "OATH_CLASS_COUNTS": "dataset", "OathDataset": "dataset", "load_oath": "dataset",
+    "verify_images": "dataset", "OATH_URL": "download", "download_oath": "download",
+    "write_synthetic_oath": "synth",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "CLASS_NAMES",

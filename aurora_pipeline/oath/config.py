@@ -13,11 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from aurora_pipeline.classify.model import ClassifierConfig
+from aurora_pipeline.cluster.model import ClusterConfig
 from aurora_pipeline.config import config_from_dict
+from aurora_pipeline.encoder.config import PretrainConfig
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.oath.dataset import N_SPLITS
 
 
+N_SPLITS = 5
 SUPERVISED_EPOCHS_AT_100 = 30  # the supervised baseline's epochs beside the paper's 100 of pre-training
 
 
@@ -29,19 +32,19 @@ def scaled_supervised_epochs(epochs: int) -> int:
 @dataclass(frozen=True)
 class OathBenchmarkConfig:
     # SimCLR pre-training, the paper's recipe (section III.C); lr 3e-4 and tau 0.5 are PretrainConfig's
-    epochs: int = 100                      # paper: 100
-    batch_size: int = 128                  # paper: 128 (also the supervised model's batch)
-    image_size: int = 128                  # side in pixels the 256 x 256 images are resized to (paper: unstated)
-    seed: int = 0                          # weights, batch order, augmentations, K-means, montages
-    device: str = "auto"                   # "auto" (GPU if any), "cpu" or "cuda"
-    mixed_precision: bool = True           # bf16 autocast where the hardware does bf16
+    epochs: int = PretrainConfig.epochs    # paper: 100
+    batch_size: int = PretrainConfig.batch_size  # paper: 128 (also the supervised model's batch)
+    image_size: int = PretrainConfig.image_size  # side in pixels the 256 x 256 images are resized to (paper: unstated)
+    seed: int = PretrainConfig.seed        # weights, batch order, augmentations, K-means, montages
+    device: str = PretrainConfig.device    # "auto" (GPU if any), "cpu" or "cuda"
+    mixed_precision: bool = PretrainConfig.mixed_precision  # bf16 autocast where the hardware does bf16
     num_threads: int | None = None         # torch CPU threads (None: torch's default)
     # the evaluation protocol (section III.D)
     splits: tuple[int, ...] = (0, 1, 2, 3, 4)  # rows of train_test_split.csv to evaluate on
     train_fraction: float = 0.7            # first 70% of a row trains (4,077), the rest tests (1,747)
     max_images_per_class: int | None = None  # keep this many images per class (quick runs); None: all
-    classifier_C: float = 1.0              # inverse l2 strength of the logistic regressions (scikit-learn default)
-    classifier_max_iter: int = 2000        # lbfgs iterations
+    classifier_C: float = ClassifierConfig.C  # inverse l2 strength of the logistic regressions (scikit-learn default)
+    classifier_max_iter: int = ClassifierConfig.max_iter  # lbfgs iterations
     pixel_size: int = 32                   # side of the raw-pixel baseline's images (32 x 32 = 1,024 features)
     # the supervised ResNet18 (aurora_pipeline.oath.supervised; the paper gives no recipe)
     supervised: bool = True                # train it (the slowest part after pre-training)
@@ -51,10 +54,10 @@ class OathBenchmarkConfig:
     imagenet_weights: str | None = None    # torchvision resnet18 weights file; adds the ImageNet-initialised row
     imagenet_lr: float = 1e-4              # Adam, fine-tuning from ImageNet weights
     # clustering (section III.E)
-    k_min: int = 3                         # paper: 3
-    k_max: int = 15                        # paper: 15 (must be below the number of images)
-    kmeans_n_init: int = 10                # K-means restarts per k
-    silhouette_sample: int = 10000         # rows the silhouette is computed on (all 5,824 of OATH)
+    k_min: int = ClusterConfig.k_min       # paper: 3
+    k_max: int = ClusterConfig.k_max       # paper: 15 (must be below the number of images)
+    kmeans_n_init: int = ClusterConfig.n_init  # K-means restarts per k
+    silhouette_sample: int = ClusterConfig.silhouette_sample  # rows the silhouette is computed on (all 5,824 of OATH)
     # figures
     confusion_split: int | None = None     # split whose confusion matrix is drawn; None: the first evaluated
     montage_per_group: int = 8             # images per row of the montages
@@ -103,13 +106,11 @@ class OathBenchmarkConfig:
         return self.splits[0] if self.confusion_split is None else self.confusion_split
 
     def pretrain_config(self):
-        from aurora_pipeline.encoder.train import PretrainConfig
-
         return PretrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, image_size=self.image_size,
                               device=self.device, mixed_precision=self.mixed_precision, num_threads=self.num_threads)
 
     def supervised_config(self, imagenet: bool):
-        from aurora_pipeline.oath.supervised import SupervisedConfig
+        from aurora_pipeline.oath.supervised import SupervisedConfig  # imports torch: only when a config is built
 
         return SupervisedConfig(epochs=self.supervised_epochs, batch_size=self.batch_size,
                                 lr=self.imagenet_lr if imagenet else self.supervised_lr, image_size=self.image_size,
@@ -118,13 +119,9 @@ class OathBenchmarkConfig:
                                 num_threads=self.num_threads)
 
     def classifier_config(self):
-        from aurora_pipeline.classify.model import ClassifierConfig
-
         return ClassifierConfig(C=self.classifier_C, max_iter=self.classifier_max_iter, seed=self.seed)
 
     def cluster_config(self):
-        from aurora_pipeline.cluster.model import ClusterConfig
-
         return ClusterConfig(k_min=self.k_min, k_max=self.k_max, silhouette_sample=self.silhouette_sample,
                              n_init=self.kmeans_n_init, seed=self.seed)
 

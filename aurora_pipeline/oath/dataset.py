@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.oath.config import N_SPLITS
 from aurora_pipeline.pngio import PNG_SIGNATURE, read_png16
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
 CLASS_NAMES = ("arc", "diffuse", "discrete", "cloudy", "moon", "noaurora")  # index = class6
 OATH_CLASS_COUNTS = {"arc": 774, "diffuse": 1102, "discrete": 1400, "cloudy": 852, "moon": 614, "noaurora": 1082}
 LABEL_COLUMNS = ("class2", "class6", "picNum", "picType", "rotAng")
-N_SPLITS = 5
 IMAGE_FOLDERS = ("cropped_scaled", "cropped_scaled_rotated")
 _LABEL_FILES = ("classifications/classifications.csv", "classification/classification.csv")
 _SHOW = 5  # how many offending items an error message lists
