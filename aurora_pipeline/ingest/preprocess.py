@@ -40,10 +40,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.source.sites import ALTITUDES_KM, DEFAULT_ALTITUDE_KM
 
 
 FOV_KINDS = ("circle", "elevation")
-ALTITUDES_KM = (90, 110, 150)  # the mapping altitudes of the UCalgary skymaps
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class PreprocessConfig:
     fov_shrink: float = 0.15       # fraction of the field-of-view radius removed at the horizon (paper: 15%)
     fov_radius: float | None = None  # radius of the imager's circular field of view in pixels; None = half the frame
     min_elevation: float = 13.5    # degrees, with fov="elevation": the paper's 15% crop as an elevation (0.15 * 90)
-    map_altitude_km: float = 110.0  # with fov="elevation": the altitude of the stored lat/lon (90, 110 or 150)
+    map_altitude_km: float = float(DEFAULT_ALTITUDE_KM)  # with fov="elevation": the altitude of the stored lat/lon (90, 110 or 150)
     low_percentile: float = 1.0    # m in eq. 1
     high_percentile: float = 99.0  # M in eq. 1 is this percentile of x - m
     image_size: int = 128          # output frames are image_size x image_size

@@ -12,6 +12,9 @@ against an official list.
 
 from __future__ import annotations
 
+ALTITUDES_KM = (90, 110, 150)  # the altitudes at which the UCalgary skymaps map each pixel's lat/lon
+DEFAULT_ALTITUDE_KM = 110      # asilib's default, and the 557.7 nm auroral emission's height
+
 SITES: dict[str, str] = {
     "atha": "Athabasca",
     "chbg": "Chibougamau",

@@ -46,11 +46,10 @@ import numpy as np
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.hours import to_day, to_hour
 from aurora_pipeline.source.archive import filesystem, is_local, sha256_of, with_retries
+from aurora_pipeline.source.sites import ALTITUDES_KM, DEFAULT_ALTITUDE_KM
 
 SKYMAP_NAME = re.compile(
     r"^themis_skymap_(?P<site>[a-z0-9]{4})_(?P<date>\d{8})-\+_v(?P<version>[0-9A-Za-z]{2})\.sav$")
-ALTITUDES_KM = (90, 110, 150)  # mapping altitudes of the UCalgary skymaps
-DEFAULT_ALTITUDE_KM = 110      # asilib's default, and the 557.7 nm auroral emission's height
 _FIX_FILE = "Download the skymap file again from the UCalgary skymap tree."
 
 
