@@ -23,6 +23,7 @@ from aurora_pipeline.plots import labels_along_night_png
 from aurora_pipeline.store import open_site
 from aurora_pipeline.summary import describe_store
 from aurora_pipeline.synth.archive import write_synthetic_archive
+from aurora_pipeline.synth.demo import DemoConfig
 from flows.classify import classify_frames, fit_classifier_flow
 from flows.cluster import cluster_embeddings
 from flows.embed import embed_frames
@@ -30,10 +31,7 @@ from flows.ingest import ingest_archive
 from flows.pretrain import pretrain_encoder
 
 DEMO = dict(sites=["gako", "gill"], start="2011-01-06T04", hours=4)
-FRAMES_PER_HOUR = 120  # one frame every 30 s (the imagers take one every 3 s)
-IMAGE_SIZE = 64     # small frames keep the demo within a few minutes on 2 cores
-EPOCHS = 15         # a short pretraining; the paper's 100 epochs is `aurora-pipeline pretrain`
-HOLDOUT = 0.25      # the last quarter of each site's hours is held out of the classifier's fit
+HOLDOUT = DemoConfig.holdout_hours_fraction
 
 
 @task(cache_policy=NO_CACHE)
@@ -69,8 +67,8 @@ def where_and_when(store, site, root):
 
 
 @flow(name="demo")
-def demo(workdir: str = "demo_out", epochs: int = EPOCHS, image_size: int = IMAGE_SIZE,
-         frames_per_hour: int = FRAMES_PER_HOUR) -> dict:
+def demo(workdir: str = DemoConfig.workdir, epochs: int = DemoConfig.epochs, image_size: int = DemoConfig.image_size,
+         frames_per_hour: int = DemoConfig.frames_per_hour) -> dict:
     """The whole chain under ``workdir``; ``epochs``, ``image_size`` and ``frames_per_hour`` make
     a quicker run (the README's figures are from the defaults). The summary is returned and
     published as the markdown artifact ``demo-summary``; the command line prints it."""
