@@ -26,8 +26,9 @@ def label(store: str, classifier: str, sites, start, end) -> dict:
 
 
 @flow(name="fit-classifier", log_prints=True)
-def fit_classifier_flow(store: str, labels: str, out: str, holdout_hours_fraction: float = 0.0, C: float = 1.0,
-                        overwrite: bool = False, cv_folds: int = 5) -> dict:
+def fit_classifier_flow(store: str, labels: str, out: str, holdout_hours_fraction: float = 0.0,
+                        C: float = ClassifierConfig.C, overwrite: bool = False,
+                        cv_folds: int = ClassifierConfig.cv_folds) -> dict:
     """Fit the l2 logistic regression on the embeddings of the frames named in ``labels``."""
     if not 0.0 <= holdout_hours_fraction < 1.0:
         raise BadInputError("holdout_hours_fraction", f"must be in [0, 1), got {holdout_hours_fraction!r}",

@@ -16,7 +16,17 @@ import math
 import os
 import sys
 
+from aurora_pipeline.classify.model import ClassifierConfig
+from aurora_pipeline.cluster.model import ClusterConfig
+from aurora_pipeline.config import DEVICE_CHOICES
+from aurora_pipeline.embed.config import OUTPUT_DTYPES, EmbedConfig
+from aurora_pipeline.encoder.config import PretrainConfig
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
+from aurora_pipeline.oath.config import OathBenchmarkConfig
+from aurora_pipeline.source.sites import ALTITUDES_KM
+from aurora_pipeline.synth.demo import DemoConfig
 from flows import search_cli, where_cli
+from flows._options import config_option
 
 
 def _sites(text: str | None) -> list[str] | None:
@@ -72,37 +82,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", required=True, help="local directory, https:// mirror root or s3://bucket/prefix")
     p.add_argument("--store", required=True, help="Zarr store path or s3:// URL")
     _add_range(p)
-    p.add_argument("--image-size", type=int, help="side in pixels of the stored frames (8..512; default: the "
-                   "store's own setting, 128 for a new store)")
+    config_option(p, PreprocessConfig, "image_size", default=None, help="side in pixels of the stored frames "
+                  f"(8..512; default: the store's own setting, {PreprocessConfig.image_size} for a new store)")
     p.add_argument("--dask-address", help="scheduler address of an existing Dask cluster (default: a LocalCluster)")
     p.add_argument("--skymaps", help="UCalgary skymap tree (folder, https:// mirror or s3://): field of view by "
                    "elevation, el/az/lat/lon stored beside the frames (default: the inscribed circle)")
-    p.add_argument("--min-elevation", type=float, default=13.5,
-                   help="with --skymaps: pixels below this elevation (degrees) are outside the field of view (13.5)")
-    p.add_argument("--map-altitude", type=float, default=110.0, choices=[90.0, 110.0, 150.0],
-                   help="with --skymaps: altitude (km) of the stored lat/lon (110)")
+    config_option(p, PreprocessConfig, "min_elevation",
+                  help="with --skymaps: pixels below this elevation (degrees) are outside the field of view")
+    config_option(p, PreprocessConfig, "map_altitude_km", "--map-altitude", choices=[float(a) for a in ALTITUDES_KM],
+                  help="with --skymaps: altitude (km) of the stored lat/lon")
 
     p = sub.add_parser("pretrain", help="run the flow pretrain-encoder: SimCLR on the store's frames")
     p.add_argument("--store", required=True)
     p.add_argument("--checkpoint", required=True, help="output directory for checkpoints")
     _add_range(p)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--image-size", type=int, default=None,
-                   help="encoder input side in pixels (default: the store's frame size; frames are resized to it)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
+    config_option(p, PretrainConfig, "epochs")
+    config_option(p, PretrainConfig, "batch_size")
+    config_option(p, PretrainConfig, "image_size", default=None,
+                  help="encoder input side in pixels (default: the store's frame size; frames are resized to it)")
+    config_option(p, PretrainConfig, "device", choices=DEVICE_CHOICES)
+    config_option(p, PretrainConfig, "seed")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     p.add_argument("--max-frames", type=int, help="train on a random sample of at most this many frames")
-    p.add_argument("--no-mixed-precision", action="store_true", help="plain fp32 even where bf16 is available")
+    config_option(p, PretrainConfig, "mixed_precision", help="plain fp32 even where bf16 is available")
 
     p = sub.add_parser("embed", help="run the flow embed-frames: write `embedding` beside `frames`")
     p.add_argument("--store", required=True)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or fsspec URL (s3://...)")
     _add_range(p)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    config_option(p, EmbedConfig, "device", choices=DEVICE_CHOICES)
     p.add_argument("--overwrite", action="store_true", help="replace another model's embeddings")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    config_option(p, EmbedConfig, "dtype", choices=OUTPUT_DTYPES)
     p.add_argument("--dask-address")
 
     p = sub.add_parser("fit-classifier", help="fit the l2 logistic regression on labelled frames' embeddings")
@@ -111,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for the classifier")
     p.add_argument("--holdout-hours-fraction", type=float, default=0.0,
                    help="keep the last fraction of each site's hours out of the fit and report held-out metrics")
-    p.add_argument("--C", type=float, default=1.0, help="inverse l2 regularisation strength")
-    p.add_argument("--cv-folds", type=int, default=5,
-                   help="cross-validation folds of whole site-hours (fewer when there are fewer site-hours)")
+    config_option(p, ClassifierConfig, "C", "--C", help="inverse l2 regularisation strength")
+    config_option(p, ClassifierConfig, "cv_folds",
+                  help="cross-validation folds of whole site-hours (fewer when there are fewer site-hours)")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("classify", help="run the flow classify-frames: write `label` and `label_probability`")
@@ -125,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True)
     p.add_argument("--out", help="where centroids and plots go (default: STORE's sibling STORE.clusters)")
     p.add_argument("--sites")
-    p.add_argument("--k-min", type=int, default=3)
-    p.add_argument("--k-max", type=int, default=15)
-    p.add_argument("--silhouette-sample", type=int, default=10000)
+    config_option(p, ClusterConfig, "k_min")
+    config_option(p, ClusterConfig, "k_max")
+    config_option(p, ClusterConfig, "silhouette_sample")
 
     p = sub.add_parser("synth-oath", help="write a synthetic stand-in for the OATH release")
     p.add_argument("dir")
@@ -139,16 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oath-dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--download", action="store_true", help="fetch the release when the directory is absent")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--splits", default="0,1,2,3,4")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-images-per-class", type=int, help="a quick run on a subset")
-    p.add_argument("--supervised-epochs", type=int, default=None,
-                   help="epochs of the supervised ResNet18 baseline (default: 30 at 100 epochs, scaled with --epochs)")
-    p.add_argument("--imagenet-weights", help="a torchvision ResNet18 ImageNet weights file you supply (none downloaded)")
+    for name in ("epochs", "batch_size", "image_size"):
+        config_option(p, OathBenchmarkConfig, name)
+    splits = ",".join(map(str, OathBenchmarkConfig.splits))
+    config_option(p, OathBenchmarkConfig, "splits", default=splits, help=f"rows of train_test_split.csv to evaluate "
+                  f"on, comma-separated (default {splits})")
+    config_option(p, OathBenchmarkConfig, "device", choices=DEVICE_CHOICES)
+    config_option(p, OathBenchmarkConfig, "seed")
+    config_option(p, OathBenchmarkConfig, "max_images_per_class", help="a quick run on a subset")
+    config_option(p, OathBenchmarkConfig, "supervised_epochs", help="epochs of the supervised ResNet18 baseline "
+                  "(default: 30 at 100 epochs, scaled with --epochs)", default=None)
+    config_option(p, OathBenchmarkConfig, "imagenet_weights",
+                  help="a torchvision ResNet18 ImageNet weights file you supply (none downloaded)", default=None)
+    config_option(p, OathBenchmarkConfig, "mixed_precision", help="plain fp32 even where bf16 is available")
     p.add_argument("--sha256", help="expected SHA256 of oath_v1.1_20181026.tgz (with --download)")
     p.add_argument("--sha256-url", help="where the release's SHA256 list is (with --download)")
 
@@ -165,11 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
     p = sub.add_parser("demo", help="the whole chain on a synthetic archive, on this machine")
-    p.add_argument("--workdir", default="demo_out")
-    p.add_argument("--epochs", type=_positive, default=15, help="pretraining epochs (15; fewer for a quicker run)")
-    p.add_argument("--image-size", type=int, default=64, help="side of the stored frames in pixels (64)")
-    p.add_argument("--frames-per-hour", type=_positive, default=120,
-                   help="frames in each of the synthetic archive's 8 site-hours (120; fewer for a quicker run)")
+    config_option(p, DemoConfig, "workdir")
+    config_option(p, DemoConfig, "epochs", type=_positive, help="pretraining epochs (fewer for a quicker run)")
+    config_option(p, DemoConfig, "image_size", help="side of the stored frames in pixels")
+    config_option(p, DemoConfig, "frames_per_hour", type=_positive,
+                  help="frames in each of the synthetic archive's 8 site-hours (fewer for a quicker run)")
     where_cli.add_parsers(sub)  # keogram, events: figures and tables from the store, no flow
     search_cli.add_parsers(sub)  # index (flow build-index), similar (no flow)
 
@@ -282,7 +295,7 @@ def _ingest(args):
     return ingest_archive(
         archive=args.archive, store=args.store, sites=_sites(args.sites), start=args.start, end=args.end,
         image_size=args.image_size, dask_address=args.dask_address, skymaps=args.skymaps,
-        min_elevation=args.min_elevation, map_altitude_km=args.map_altitude,
+        min_elevation=args.min_elevation, map_altitude_km=args.map_altitude_km,
     )
 
 
@@ -301,7 +314,7 @@ def _pretrain(args):
     return pretrain_encoder(
         store=args.store, checkpoint=args.checkpoint, sites=_sites(args.sites), start=args.start, end=args.end,
         epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=args.seed, resume=args.resume,
-        max_frames=args.max_frames, image_size=args.image_size, mixed_precision=not args.no_mixed_precision,
+        max_frames=args.max_frames, image_size=args.image_size, mixed_precision=args.mixed_precision,
     )
 
 
@@ -375,7 +388,7 @@ def _oath_benchmark(args):
                           batch_size=args.batch_size, image_size=args.image_size, splits=args.splits,
                           device=args.device, seed=args.seed, max_images_per_class=args.max_images_per_class,
                           supervised_epochs=args.supervised_epochs, imagenet_weights=args.imagenet_weights,
-                          sha256=args.sha256, sha256_url=args.sha256_url)
+                          sha256=args.sha256, sha256_url=args.sha256_url, mixed_precision=args.mixed_precision)
 
 
 def _convert_store(args):

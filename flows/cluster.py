@@ -16,8 +16,9 @@ def fit_and_assign(store: str, out: str, sites, k_min: int, k_max: int, silhouet
 
 
 @flow(name="cluster-embeddings", log_prints=True)
-def cluster_embeddings(store: str, out: str, sites: list[str] | None = None, k_min: int = 3, k_max: int = 15,
-                       silhouette_sample: int = 10000, overwrite: bool = True) -> dict:
+def cluster_embeddings(store: str, out: str, sites: list[str] | None = None, k_min: int = ClusterConfig.k_min,
+                       k_max: int = ClusterConfig.k_max, silhouette_sample: int = ClusterConfig.silhouette_sample,
+                       overwrite: bool = True) -> dict:
     """Scan k in [k_min, k_max], keep the best mean silhouette, save centroids and plots in ``out``."""
     summary = fit_and_assign(store, out, sites, k_min, k_max, silhouette_sample, overwrite)
     get_run_logger().info("cluster: best k = %d", summary["best_k"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from aurora_pipeline.embed.config import EmbedConfig
 from aurora_pipeline.embed.driver import embed_with_checkpoint
 
 
@@ -24,9 +25,9 @@ def embed_frames(
     sites: list[str] | None = None,
     start: str | None = None,
     end: str | None = None,
-    device: str = "auto",
+    device: str = EmbedConfig.device,
     overwrite: bool = False,
-    dtype: str = "float32",
+    dtype: str = EmbedConfig.dtype,
     dask_address: str | None = None,
 ) -> dict:
     """Embed the stored frames of ``sites`` in [start, end) with the encoder in ``checkpoint``."""

@@ -64,8 +64,8 @@ def ingest_archive(
     image_size: int | None = None,
     dask_address: str | None = None,
     skymaps: str | None = None,
-    min_elevation: float = 13.5,
-    map_altitude_km: float = 110.0,
+    min_elevation: float = PreprocessConfig.min_elevation,
+    map_altitude_km: float = PreprocessConfig.map_altitude_km,
 ) -> dict:
     """Ingest the archive's files for ``sites`` and hours in [start, end) into ``store``.
 

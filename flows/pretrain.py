@@ -57,14 +57,14 @@ def pretrain_encoder(
     sites: list[str] | None = None,
     start: str | None = None,
     end: str | None = None,
-    epochs: int = 100,
-    batch_size: int = 128,
-    device: str = "auto",
-    seed: int = 0,
+    epochs: int = PretrainConfig.epochs,
+    batch_size: int = PretrainConfig.batch_size,
+    device: str = PretrainConfig.device,
+    seed: int = PretrainConfig.seed,
     resume: bool = False,
     max_frames: int | None = None,
     image_size: int | None = None,
-    mixed_precision: bool = True,
+    mixed_precision: bool = PretrainConfig.mixed_precision,
 ) -> dict:
     """Pretrain the SimCLR encoder on the stored frames and checkpoint it under ``checkpoint``.
 
