@@ -309,9 +309,9 @@ def _demo(args):
 
 
 def _pretrain(args):
-    from flows.pretrain import pretrain_encoder
+    from flows.pretrain import pretrain_encoder_flow
 
-    return pretrain_encoder(
+    return pretrain_encoder_flow(
         store=args.store, checkpoint=args.checkpoint, sites=_sites(args.sites), start=args.start, end=args.end,
         epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=args.seed, resume=args.resume,
         max_frames=args.max_frames, image_size=args.image_size, mixed_precision=args.mixed_precision,
@@ -319,9 +319,9 @@ def _pretrain(args):
 
 
 def _embed(args):
-    from flows.embed import embed_frames
+    from flows.embed import embed_frames_flow
 
-    return embed_frames(store=args.store, checkpoint=args.checkpoint, sites=_sites(args.sites), start=args.start,
+    return embed_frames_flow(store=args.store, checkpoint=args.checkpoint, sites=_sites(args.sites), start=args.start,
                         end=args.end, device=args.device, overwrite=args.overwrite, dtype=args.dtype,
                         dask_address=args.dask_address)
 
@@ -367,11 +367,11 @@ def _classify(args):
 
 
 def _cluster(args):
-    from flows.cluster import cluster_embeddings
+    from flows.cluster import cluster_embeddings_flow
 
     out = args.out or str(args.store).rstrip("/") + ".clusters"
-    return cluster_embeddings(store=args.store, out=out, sites=_sites(args.sites), k_min=args.k_min,
-                              k_max=args.k_max, silhouette_sample=args.silhouette_sample)
+    return cluster_embeddings_flow(store=args.store, out=out, sites=_sites(args.sites), k_min=args.k_min,
+                                   k_max=args.k_max, silhouette_sample=args.silhouette_sample)
 
 
 def _synth_oath(args):

@@ -16,7 +16,7 @@ def fit_and_assign(store: str, out: str, sites, k_min: int, k_max: int, silhouet
 
 
 @flow(name="cluster-embeddings", log_prints=True)
-def cluster_embeddings(store: str, out: str, sites: list[str] | None = None, k_min: int = ClusterConfig.k_min,
+def cluster_embeddings_flow(store: str, out: str, sites: list[str] | None = None, k_min: int = ClusterConfig.k_min,
                        k_max: int = ClusterConfig.k_max, silhouette_sample: int = ClusterConfig.silhouette_sample,
                        overwrite: bool = True) -> dict:
     """Scan k in [k_min, k_max], keep the best mean silhouette, save centroids and plots in ``out``."""

@@ -25,10 +25,10 @@ from aurora_pipeline.summary import describe_store
 from aurora_pipeline.synth.archive import write_synthetic_archive
 from aurora_pipeline.synth.demo import DemoConfig
 from flows.classify import classify_frames, fit_classifier_flow
-from flows.cluster import cluster_embeddings
-from flows.embed import embed_frames
+from flows.cluster import cluster_embeddings_flow
+from flows.embed import embed_frames_flow
 from flows.ingest import ingest_archive
-from flows.pretrain import pretrain_encoder
+from flows.pretrain import pretrain_encoder_flow
 
 DEMO = dict(sites=["gako", "gill"], start="2011-01-06T04", hours=4)
 HOLDOUT = DemoConfig.holdout_hours_fraction
@@ -77,11 +77,11 @@ def demo(workdir: str = DemoConfig.workdir, epochs: int = DemoConfig.epochs, ima
     checkpoint, classifier, clusters = str(root / "encoder"), str(root / "classifier"), str(root / "clusters")
     make_archive(archive, frames_per_hour)
     ingest_archive(archive=str(archive), store=store, image_size=image_size)
-    pretrain_encoder(store=store, checkpoint=checkpoint, epochs=epochs, resume=True)
-    embed_frames(store=store, checkpoint=checkpoint)
+    pretrain_encoder_flow(store=store, checkpoint=checkpoint, epochs=epochs, resume=True)
+    embed_frames_flow(store=store, checkpoint=checkpoint)
     fit = fit_classifier_flow(store=store, labels=labels, out=classifier, holdout_hours_fraction=HOLDOUT, overwrite=True)
     classify_frames(store=store, classifier=classifier)
-    clustered = cluster_embeddings(store=store, out=clusters, k_min=3, k_max=10)
+    clustered = cluster_embeddings_flow(store=store, out=clusters, k_min=3, k_max=10)
     versus = compare(store, labels, checkpoint)
     night_plot(store, "gako", root / "labels_along_night_gako.png")
     events = where_and_when(store, "gako", root)

@@ -19,7 +19,7 @@ def embed_hours(store, checkpoint, sites, start, end, device, overwrite, dtype, 
 
 
 @flow(name="embed-frames", log_prints=True)
-def embed_frames(
+def embed_frames_flow(
     store: str,
     checkpoint: str,
     sites: list[str] | None = None,

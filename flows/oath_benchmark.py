@@ -21,8 +21,8 @@ def _log(message: str) -> None:
     get_run_logger().info(message)
 
 
-@task(**{**RETRY, "retries": 2, "retry_delay_seconds": [30, 120]})  # a refused tarball is not retried
-def fetch(oath_dir: str, sha256: str | None, sha256_url: str | None) -> str:
+@task(name="fetch", **{**RETRY, "retries": 2, "retry_delay_seconds": [30, 120]})  # a refused tarball is not retried
+def fetch_release(oath_dir: str, sha256: str | None, sha256_url: str | None) -> str:
     # does nothing when oath_dir already holds the release
     return str(download_oath(oath_dir, sha256=sha256, sha256_url=sha256_url))
 
@@ -32,8 +32,8 @@ def prepare(oath_dir: str, out: str, cfg: OathBenchmarkConfig) -> protocol.OathD
     return protocol.prepare_data(oath_dir, out, cfg, _log)
 
 
-@task(cache_policy=NO_CACHE)
-def pretrain(data: protocol.OathData, cfg: OathBenchmarkConfig, out: str) -> dict:
+@task(name="pretrain", cache_policy=NO_CACHE)
+def pretrain_simclr(data: protocol.OathData, cfg: OathBenchmarkConfig, out: str) -> dict:
     return protocol.pretrain_encoder(data, cfg, out, _log)
 
 
@@ -97,9 +97,9 @@ def oath_benchmark(
                               supervised_epochs=supervised_epochs, imagenet_weights=imagenet_weights,
                               mixed_precision=mixed_precision)
     if download:
-        fetch(oath_dir, sha256, sha256_url)
+        fetch_release(oath_dir, sha256, sha256_url)
     data = prepare(oath_dir, out, cfg)
-    encoder = pretrain(data, cfg, out)
+    encoder = pretrain_simclr(data, cfg, out)
     X = embed(data, encoder, cfg, out)
     models = {"simclr_linear": linear(X, data, cfg, encoder)}
     if cfg.supervised:

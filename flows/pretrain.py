@@ -51,7 +51,7 @@ def encoder_input_size(frames, image_size: int | None) -> int:
 
 
 @flow(name="pretrain-encoder", log_prints=True)
-def pretrain_encoder(
+def pretrain_encoder_flow(
     store: str,
     checkpoint: str,
     sites: list[str] | None = None,

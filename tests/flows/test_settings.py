@@ -35,11 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 # command -> (the flow it runs as "module:function", the configs whose fields it offers)
 COMMANDS = {
     "ingest": ("flows.ingest:ingest_archive", (PreprocessConfig,)),
-    "pretrain": ("flows.pretrain:pretrain_encoder", (PretrainConfig,)),
-    "embed": ("flows.embed:embed_frames", (EmbedConfig,)),
+    "pretrain": ("flows.pretrain:pretrain_encoder_flow", (PretrainConfig,)),
+    "embed": ("flows.embed:embed_frames_flow", (EmbedConfig,)),
     "fit-classifier": ("flows.classify:fit_classifier_flow", (ClassifierConfig,)),
     "classify": ("flows.classify:classify_frames", ()),
-    "cluster": ("flows.cluster:cluster_embeddings", (ClusterConfig,)),
+    "cluster": ("flows.cluster:cluster_embeddings_flow", (ClusterConfig,)),
     "oath-benchmark": ("flows.oath_benchmark:oath_benchmark", (OathBenchmarkConfig,)),
     "label-archive": ("flows.label_archive:label_archive", (PreprocessConfig, EmbedConfig)),
     "demo": ("flows.demo:demo", (DemoConfig,)),
