@@ -15,7 +15,7 @@ import numpy as np
 from aurora_pipeline.ingest.driver import plan
 from aurora_pipeline.source.archive import ArchiveFile, list_archive
 from aurora_pipeline.store.core import utc_now
-from aurora_pipeline.store.runs import read_runs, record_run as _append_run
+from aurora_pipeline.store.runs import append_run as _append_run, read_runs
 
 __all__ = ["checkpoint_model_id", "find_new_files", "hour_blocks", "hour_names", "read_runs", "record_night_events",
            "record_run", "unfinished_hours", "window"]

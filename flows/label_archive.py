@@ -70,8 +70,8 @@ def assign_window(store, centroids, sites, start, end):
     return assign_store(store, load_centroids(centroids), sites=sites, start=start, end=end)
 
 
-@task(**RETRY)
-def record_events(store, labelled):
+@task(name="record_events", **RETRY)
+def catalogue_events(store, labelled):
     return record_night_events(store, labelled)
 
 
@@ -149,7 +149,7 @@ def label_archive(
             assign_window(store, centroids, touched_sites, start, end)
             timings["cluster_seconds"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
-        events = record_events(store, labels.get("labelled", {}))
+        events = catalogue_events(store, labels.get("labelled", {}))
         timings["events_seconds"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         with concurrency("aurora-index", occupy=1, strict=True):  # the limit build-index holds

@@ -16,7 +16,7 @@ COLUMNS = {"run_id": "str", "recorded_at": "str", "archive": "str", "files_new":
 TABLE_ATTRS = {"long_name": "one row per nightly labelling run", "comment": "`summary` holds the whole run summary as JSON"}
 
 
-def record_run(store, summary: dict, recorded_at: str) -> int:
+def append_run(store, summary: dict, recorded_at: str) -> int:
     """Append the run's summary; returns the number of runs recorded."""
     row = {
         "run_id": str(summary.get("run_id") or uuid.uuid4().hex), "recorded_at": recorded_at,

@@ -13,7 +13,7 @@ from aurora_pipeline.errors import StoreError
 from aurora_pipeline.store import SLOTS_PER_HOUR, Store, open_site, open_sites, read_inventory
 from aurora_pipeline.store.facts import write_facts
 from aurora_pipeline.store.failures import Failure, read_failure_log, read_failures, record_failures
-from aurora_pipeline.store.runs import read_runs, record_run
+from aurora_pipeline.store.runs import append_run, read_runs
 from aurora_pipeline.store.writer import HourWrite, commit_hours, ensure_labels, set_stage, write_frames, write_hour, write_small
 
 
@@ -126,7 +126,7 @@ def test_missing_labels_decode_as_missing_and_are_skipped(tmp_path):
 def test_sites_come_from_the_catalogue_not_group_names(tmp_path):
     st = _store(tmp_path / "s.zarr")
     write_hour(st, "gako", *_hour("2011010617"))
-    record_run(st, {"archive": "a", "files_new": 0}, "now")  # a `runs` table: four letters, not a site
+    append_run(st, {"archive": "a", "files_new": 0}, "now")  # a `runs` table: four letters, not a site
     record_failures(st, [Failure("x", "gill", "2011010617", "bad", "fix", "now")], set(), "now")
     assert st.sites() == ["gako"]
     assert open_sites(tmp_path / "s.zarr").sizes["time"] == 5
@@ -147,7 +147,7 @@ def _record_one_failure(args):
     path, i = args
     st = Store.open(path, mode="a")
     record_failures(st, [Failure(f"f{i}.cdf", "gako", "2011010617", f"problem {i}", "fix", "now")], set(), "now")
-    record_run(st, {"archive": f"run {i}"}, "now")
+    append_run(st, {"archive": f"run {i}"}, "now")
 
 
 def test_concurrent_writers_keep_every_row(tmp_path):
