@@ -20,7 +20,7 @@ import numpy as np
 from aurora_pipeline.atomic import atomic_file, atomic_write
 from aurora_pipeline.errors import BadInputError, CheckpointError
 
-FORMAT_VERSION = 1
+SAVED_MODEL_FORMAT_VERSION = 1
 
 
 def check_ids(json_path: Path, meta: dict, id_key: str, computed_id: str, encoder_id: str,
@@ -66,7 +66,7 @@ def write_artifact(out_dir: Path, stem: str, fmt: str, meta: dict, arrays: dict[
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(npz_path) as fh:
         np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
-    doc = {"format": fmt, "format_version": FORMAT_VERSION, **meta, "arrays_file": npz_path.name,
+    doc = {"format": fmt, "format_version": SAVED_MODEL_FORMAT_VERSION, **meta, "arrays_file": npz_path.name,
            "aurora_pipeline_version": __version__,
            "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     text = json.dumps(doc, indent=2, default=_json_default) + "\n"
@@ -97,9 +97,9 @@ def read_artifact(path: Path, stem: str, fmt: str, keys: tuple[str, ...]) -> tup
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{json_path}: not a {fmt} file (format {found!r}). Fix: {fix}.")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") != SAVED_MODEL_FORMAT_VERSION:
         raise CheckpointError(f"{json_path}: format_version {meta.get('format_version')!r}, this software reads "
-                              f"{FORMAT_VERSION}. Fix: use the aurora-pipeline version that wrote it, or save again.")
+                              f"{SAVED_MODEL_FORMAT_VERSION}. Fix: use the aurora-pipeline version that wrote it, or save again.")
     try:
         # our own handle: np.load(path) leaks its file when the zip is broken
         with open(npz_path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:

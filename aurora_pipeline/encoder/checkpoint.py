@@ -57,7 +57,7 @@ SIDECAR_FILE = "state.json"
 LATEST_FILE = "latest"
 FINAL_DIR = "final"
 FORMAT = "aurora-pipeline simclr checkpoint"
-FORMAT_VERSION = 2  # 2: the model id covers EMBEDDING_SETTINGS as well as the weights
+CHECKPOINT_FORMAT_VERSION = 2  # 2: the model id covers EMBEDDING_SETTINGS as well as the weights
 # config keys that change the embedding of a frame, hashed into the model id with the weights
 EMBEDDING_SETTINGS = ("image_size",)
 IMAGE_SIZE_RANGE = (32, 512)  # ResNet18 needs 32 pixels; THEMIS frames are 256, so 512 is already 2x upsampled
@@ -141,7 +141,7 @@ def save_checkpoint(
         atomic_write(directory / name, data)
     sidecar = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
         "model_id": model_id_of(blobs[ENCODER_FILE], meta.get("config")),
         "aurora_pipeline_version": aurora_pipeline.__version__,
         "torch_version": torch.__version__,
@@ -250,10 +250,10 @@ def read_verified(
         raise CheckpointError(f"{checkpoint}: {SIDECAR_FILE} is not valid JSON ({err}). {fix}") from None
     if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
         raise CheckpointError(f"{checkpoint}: {SIDECAR_FILE} is not an aurora-pipeline SimCLR checkpoint sidecar. {fix}")
-    if sidecar.get("format_version") != FORMAT_VERSION:
+    if sidecar.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
             f"{checkpoint}: checkpoint format version {sidecar.get('format_version')!r}, this aurora-pipeline "
-            f"reads version {FORMAT_VERSION}. Fix: load it with the aurora-pipeline version that wrote it "
+            f"reads version {CHECKPOINT_FORMAT_VERSION}. Fix: load it with the aurora-pipeline version that wrote it "
             f"({sidecar.get('aurora_pipeline_version')})."
         )
     blobs = {}

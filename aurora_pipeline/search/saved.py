@@ -32,7 +32,7 @@ from aurora_pipeline.search.catalog import Catalog
 from aurora_pipeline.search.index import VectorIndex
 
 FORMAT = "aurora-pipeline similarity index"
-FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 1
 SIDECAR = "index.json"
 BUILD_COMMAND = "aurora-pipeline index --store {store}"
 
@@ -109,7 +109,7 @@ def save_index(saved: SavedIndex, location: str, storage_options: dict | None = 
         if not fs.exists(path):
             _write(fs, path, data)
         files[role] = {"name": name, "size": len(data), "sha256": digest}
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **saved.meta, "sites": list(saved.catalog.sites),
+    doc = {"format": FORMAT, "format_version": INDEX_FORMAT_VERSION, **saved.meta, "sites": list(saved.catalog.sites),
            "counts": saved.counts(), "files": files, "aurora_pipeline_version": __version__,
            "written": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     sidecar = posixpath.join(root, SIDECAR)
@@ -148,9 +148,9 @@ def load_index(location: str, storage_options: dict | None = None, *, store: str
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StoreError(f"{location}/{SIDECAR}: not an aurora-pipeline similarity index. Fix: point --index at one, "
                          f"or build one with `{build}`.")
-    if doc.get("format_version") != FORMAT_VERSION:
+    if doc.get("format_version") != INDEX_FORMAT_VERSION:
         raise StoreError(f"{location}: index format version {doc.get('format_version')!r}, this aurora-pipeline reads "
-                         f"{FORMAT_VERSION}. Fix: rebuild it with `{build} --rebuild`.")
+                         f"{INDEX_FORMAT_VERSION}. Fix: rebuild it with `{build} --rebuild`.")
     blobs = {}
     for role in ("index", "catalog"):
         entry = doc["files"][role]

@@ -91,12 +91,12 @@ class Store:
                 attrs = self._root_attrs()
                 if attrs is None:  # the root's metadata is written once, with its attributes (one atomic object)
                     zarr.open_group(self.zs, mode="a", attributes={
-                        **ROOT_ATTRS, layout.FORMAT_ATTR: layout.FORMAT_VERSION, "aurora_sites": {},
+                        **ROOT_ATTRS, layout.FORMAT_ATTR: layout.STORE_FORMAT_VERSION, "aurora_sites": {},
                         "aurora_pipeline_version": __version__,
                         "history": f"{utc_now()} aurora-pipeline {__version__}: store created"})
                     attrs = self._root_attrs()
         found = attrs.get(layout.FORMAT_ATTR)
-        if found != layout.FORMAT_VERSION:
+        if found != layout.STORE_FORMAT_VERSION:
             raise StoreError(format_problem(self, found))
 
     def _root_attrs(self) -> dict | None:

@@ -44,5 +44,5 @@ def format_problem(st, found) -> str:
                     "embed, classify and cluster on the new store), or ingest the archive into a new store.")
         return (f"{st.url}: a Zarr group that is not an aurora-pipeline store (no {layout.FORMAT_ATTR} attribute). "
                 "Fix: pass the path of an aurora-pipeline store, or a new path to create one.")
-    return (f"{st.url}: {layout.FORMAT_ATTR} = {found!r}, this software reads format {layout.FORMAT_VERSION}. "
+    return (f"{st.url}: {layout.FORMAT_ATTR} = {found!r}, this software reads format {layout.STORE_FORMAT_VERSION}. "
             "Fix: use the aurora-pipeline version that wrote it, or convert / re-ingest into a new store.")

@@ -34,7 +34,7 @@ import numpy as np
 
 from aurora_pipeline.hours import to_hour
 
-FORMAT_VERSION = 2
+STORE_FORMAT_VERSION = 2
 FORMAT_ATTR = "aurora_store_format"
 SLOTS_PER_HOUR = 1536        # capacity C of an hour: 1,200 frames at 3 s cadence plus 28% headroom
 FRAMES_CHUNK_BYTES = 2 << 20  # frames chunks of at most 2 MiB (a whole number of them per hour)
