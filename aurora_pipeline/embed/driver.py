@@ -88,7 +88,7 @@ def embed_store(
         if (ref.site, ref.year) not in ready:
             ensure_embedding(st, ref.site, ref.year, embedding.shape[1], dtype)
             ready.add((ref.site, ref.year))
-        write_embedding(st, ref.site, ref.year, ref.index, embedding.astype(dtype))
+        write_embedding(st, ref.site, ref.year, ref.hour_of_year, embedding.astype(dtype))
 
     def progress(ref):
         report.hours_embedded.append(ref.name)

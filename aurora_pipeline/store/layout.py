@@ -59,14 +59,14 @@ def hour_position(hour) -> tuple[int, int]:
     return year, int((h - first).astype(int))
 
 
-def hour_at(year: int, index: int | np.ndarray) -> np.ndarray:
-    """The hour(s) (datetime64[h]) at ``index`` of ``year``."""
-    return np.datetime64(f"{int(year):04d}-01-01T00", "h") + np.asarray(index).astype("timedelta64[h]")
+def hour_at(year: int, hour_of_year: int | np.ndarray) -> np.ndarray:
+    """The hour(s) (datetime64[h]) at ``hour_of_year`` of ``year`` (0 is its first hour)."""
+    return np.datetime64(f"{int(year):04d}-01-01T00", "h") + np.asarray(hour_of_year).astype("timedelta64[h]")
 
 
-def hour_slots(index: int) -> slice:
+def hour_slots(hour_of_year: int) -> slice:
     """The slots an hour owns."""
-    return slice(index * SLOTS_PER_HOUR, (index + 1) * SLOTS_PER_HOUR)
+    return slice(hour_of_year * SLOTS_PER_HOUR, (hour_of_year + 1) * SLOTS_PER_HOUR)
 
 
 def frames_chunk(image_size: int) -> int:

@@ -33,7 +33,7 @@ class HourRef:
 
     site: str
     year: int
-    index: int
+    hour_of_year: int  # 0 = the year's first hour; the hour owns slots [h * SLOTS_PER_HOUR, ...)
     frames: int
     embedding_model: str = ""
     classifier: str = ""
@@ -41,7 +41,7 @@ class HourRef:
 
     @property
     def hour(self) -> np.datetime64:
-        return layout.hour_at(self.year, self.index)
+        return layout.hour_at(self.year, self.hour_of_year)
 
     @property
     def name(self) -> str:
@@ -49,7 +49,7 @@ class HourRef:
 
     @property
     def slots(self) -> slice:
-        start = self.index * layout.SLOTS_PER_HOUR
+        start = self.hour_of_year * layout.SLOTS_PER_HOUR
         return slice(start, start + self.frames)
 
 
@@ -87,7 +87,7 @@ def run_stage(st: Store, todo: list[HourRef], fact: str, value: str, *, read, co
         by_year.setdefault((ref.site, ref.year), []).append(ref)
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
         for (site, year), refs in by_year.items():
-            clear_stage(st, site, year, np.array([r.index for r in refs]), fact)
+            clear_stage(st, site, year, np.array([r.hour_of_year for r in refs]), fact)
             batch: list[HourRef] = []
             pending_read = pool.submit(read, refs[0])
             pending_write = None
@@ -105,11 +105,11 @@ def run_stage(st: Store, todo: list[HourRef], fact: str, value: str, *, read, co
                     on_hour(ref)
                 if len(batch) >= BATCH_HOURS:
                     pending_write.result()
-                    set_stage(st, site, year, np.array([r.index for r in batch]), fact, value)
+                    set_stage(st, site, year, np.array([r.hour_of_year for r in batch]), fact, value)
                     batch = []
             if pending_write is not None:
                 pending_write.result()
-            set_stage(st, site, year, np.array([r.index for r in batch]), fact, value)
+            set_stage(st, site, year, np.array([r.hour_of_year for r in batch]), fact, value)
     return frames
 
 
@@ -128,12 +128,12 @@ def run_small_stage(st: Store, todo: list[HourRef], fact: str, value: str, *, re
     for (site, year), refs in by_year.items():
         for first in range(0, len(refs), BATCH_HOURS):
             batch = refs[first: first + BATCH_HOURS]
-            index = np.array([r.index for r in batch])
+            index = np.array([r.hour_of_year for r in batch])
             clear_stage(st, site, year, index, fact)
             rows: dict[str, dict[int, np.ndarray]] = {}
             for ref in batch:
                 for name, values in compute(ref, read(ref)).items():
-                    rows.setdefault(name, {})[ref.index] = values
+                    rows.setdefault(name, {})[ref.hour_of_year] = values
                 frames += ref.frames
                 if on_hour is not None:
                     on_hour(ref)
