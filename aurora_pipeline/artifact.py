@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -80,6 +81,40 @@ def _json_default(value: Any):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+class SavedModel:
+    """The base of the content-hashed saved models (the classifier, the K-means centroids).
+
+    A subclass is a frozen dataclass with an ``encoder_id`` field and an id field named
+    ``ID_FIELD`` (``field(init=False)``); it says which arrays it saves (``_arrays``) and
+    which metadata its id covers (``_hashed_meta``). The id, ``ID_PREFIX-`` + 16 hex digits
+    of their hash, is computed when the object is made, so equal content has equal ids.
+    """
+
+    ID_PREFIX: ClassVar[str]  # e.g. "clf"
+    ID_FIELD: ClassVar[str]   # e.g. "classifier_id"
+    STEM: ClassVar[str]       # the files are STEM.json and STEM.npz
+    FORMAT: ClassVar[str]     # the JSON's "format"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, self.ID_FIELD, content_id(self.ID_PREFIX, self._hashed_meta(), self._arrays()))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _hashed_meta(self) -> dict:
+        raise NotImplementedError
+
+    def write(self, out_dir: str | os.PathLike, extra_meta: dict, overwrite: bool) -> Path:
+        """Save as ``out_dir/STEM.json`` + ``.npz`` (``write_artifact``); ``extra_meta`` is saved, not hashed."""
+        meta = {self.ID_FIELD: getattr(self, self.ID_FIELD), **self._hashed_meta(), **extra_meta}
+        return write_artifact(Path(out_dir), self.STEM, self.FORMAT, meta, self._arrays(), self.ID_FIELD, overwrite)
+
+    def check_loaded(self, json_path: Path, meta: dict, expected_encoder_id: str | None, refit_fix: str) -> None:
+        """Refuse a loaded model whose content is not its saved id, or that another encoder's embeddings made."""
+        check_ids(json_path, meta, self.ID_FIELD, getattr(self, self.ID_FIELD), getattr(self, "encoder_id"),
+                  expected_encoder_id, refit_fix)
 
 
 def read_artifact(path: Path, stem: str, fmt: str, keys: tuple[str, ...]) -> tuple[dict, dict, Path]:

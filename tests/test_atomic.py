@@ -70,3 +70,19 @@ def test_no_module_renames_files_by_hand():
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "os" and name not in allowed:
                 offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_classifier_and_the_centroids_share_one_saved_model_base(tmp_path):
+    from aurora_pipeline.artifact import SavedModel
+    from aurora_pipeline.classify.model import ClassifierConfig, LinearClassifier, load_classifier
+    from aurora_pipeline.cluster.model import Centroids, ClusterConfig, load_centroids
+
+    clf = LinearClassifier(coef=np.ones((2, 3)), intercept=np.zeros(2), class_names=("arc", "diffuse"),
+                           mean=np.zeros(3), scale=np.ones(3), encoder_id="simclr-x", config=ClassifierConfig())
+    cl = Centroids(centroids=np.eye(3), encoder_id="simclr-x", config=ClusterConfig())
+    assert isinstance(clf, SavedModel) and isinstance(cl, SavedModel)
+    assert clf.classifier_id.startswith("clf-") and cl.centroids_id.startswith("kmeans-")
+    clf.write(tmp_path / "c", {}, overwrite=False)
+    cl.write(tmp_path / "k", {}, overwrite=False)
+    assert load_classifier(tmp_path / "c").classifier_id == clf.classifier_id
+    assert load_centroids(tmp_path / "k", expected_encoder_id="simclr-x").centroids_id == cl.centroids_id

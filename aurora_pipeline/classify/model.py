@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from aurora_pipeline.artifact import check_ids, content_id, read_artifact, write_artifact
+from aurora_pipeline.artifact import SavedModel, read_artifact
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
 
@@ -67,7 +67,7 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True, eq=False)
-class LinearClassifier:
+class LinearClassifier(SavedModel):
     """A fitted softmax classifier, as plain arrays.
 
     Attributes:
@@ -90,9 +90,7 @@ class LinearClassifier:
     encoder_id: str
     config: ClassifierConfig
     classifier_id: str = field(init=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "classifier_id", content_id("clf", self._hashed_meta(), self._arrays()))
+    ID_PREFIX, ID_FIELD, STEM, FORMAT = "clf", "classifier_id", "classifier", CLASSIFIER_FORMAT
 
     @property
     def n_features(self) -> int:
@@ -349,10 +347,8 @@ def save_classifier(clf: LinearClassifier, out_dir: str | os.PathLike, metrics: 
     """
     import sklearn
 
-    meta = {"classifier_id": clf.classifier_id, **clf._hashed_meta(), "n_features": clf.n_features,
-            "metrics": metrics, "scikit_learn_version": sklearn.__version__}
-    return write_artifact(Path(out_dir), "classifier", CLASSIFIER_FORMAT, meta, clf._arrays(),
-                           "classifier_id", overwrite)
+    return clf.write(out_dir, {"n_features": clf.n_features, "metrics": metrics,
+                               "scikit_learn_version": sklearn.__version__}, overwrite)
 
 
 def load_classifier(path: str | os.PathLike, expected_encoder_id: str | None = None) -> LinearClassifier:
@@ -377,8 +373,7 @@ def load_classifier(path: str | os.PathLike, expected_encoder_id: str | None = N
             raise ValueError("array shapes disagree")
     except (KeyError, TypeError, ValueError, BadInputError) as exc:
         raise CheckpointError(f"{json_path}: not a valid classifier ({exc}). Fix: {fix}.") from exc
-    check_ids(json_path, meta, "classifier_id", clf.classifier_id, clf.encoder_id, expected_encoder_id,
-               "refit with `aurora-pipeline fit-classifier` on this store")
+    clf.check_loaded(json_path, meta, expected_encoder_id, "refit with `aurora-pipeline fit-classifier` on this store")
     return clf
 
 

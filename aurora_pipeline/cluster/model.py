@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from aurora_pipeline.artifact import check_ids, content_id, read_artifact, write_artifact
+from aurora_pipeline.artifact import SavedModel, read_artifact
 from aurora_pipeline.classify.model import check_features
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
@@ -95,16 +95,14 @@ class ClusterScan:
 
 
 @dataclass(frozen=True, eq=False)
-class Centroids:
+class Centroids(SavedModel):
     """Centroids as loaded by load_centroids; ``centroids_id`` is their content hash."""
 
     centroids: np.ndarray    # (k, d) float64
     encoder_id: str
     config: ClusterConfig
     centroids_id: str = field(init=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "centroids_id", content_id("kmeans", self._hashed_meta(), self._arrays()))
+    ID_PREFIX, ID_FIELD, STEM, FORMAT = "kmeans", "centroids_id", "centroids", CENTROIDS_FORMAT
 
     @property
     def k(self) -> int:
@@ -210,11 +208,10 @@ def save_centroids(scan: ClusterScan, out_dir: str | os.PathLike, encoder_id: st
     if not isinstance(encoder_id, str) or not encoder_id:
         raise BadInputError("encoder_id", "is empty", "pass the id of the encoder that made these embeddings")
     cl = Centroids(centroids=np.asarray(scan.centroids, dtype=np.float64), encoder_id=encoder_id, config=scan.config)
-    meta = {"centroids_id": cl.centroids_id, **cl._hashed_meta(), "k": cl.k, "n_features": int(cl.centroids.shape[1]),
-            "scan": {"ks": scan.ks.tolist(), "silhouettes": scan.silhouettes.tolist(),
-                     "inertias": scan.inertias.tolist(), "best_k": scan.best_k,
-                     "sample_size": scan.sample_size, "n_rows": scan.n_rows}}
-    return write_artifact(Path(out_dir), "centroids", CENTROIDS_FORMAT, meta, cl._arrays(), "centroids_id", overwrite)
+    return cl.write(out_dir, {"k": cl.k, "n_features": int(cl.centroids.shape[1]),
+                              "scan": {"ks": scan.ks.tolist(), "silhouettes": scan.silhouettes.tolist(),
+                                       "inertias": scan.inertias.tolist(), "best_k": scan.best_k,
+                                       "sample_size": scan.sample_size, "n_rows": scan.n_rows}}, overwrite)
 
 
 def load_centroids(path: str | os.PathLike, expected_encoder_id: str | None = None) -> Centroids:
@@ -232,8 +229,8 @@ def load_centroids(path: str | os.PathLike, expected_encoder_id: str | None = No
             raise ValueError(f"centroids have shape {cl.centroids.shape}")
     except (KeyError, TypeError, ValueError, BadInputError) as exc:
         raise CheckpointError(f"{json_path}: not valid centroids ({exc}). Fix: run the clustering again.") from exc
-    check_ids(json_path, meta, "centroids_id", cl.centroids_id, cl.encoder_id, expected_encoder_id,
-               "rerun the clustering (`aurora-pipeline cluster`) on this store's embeddings")
+    cl.check_loaded(json_path, meta, expected_encoder_id,
+                    "rerun the clustering (`aurora-pipeline cluster`) on this store's embeddings")
     return cl
 
 
