@@ -48,6 +48,7 @@ import pandas as pd
 
 from aurora_pipeline.atomic import atomic_path
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.store.core import StoreLike
 
 COLUMNS = ["site", "start", "end", "duration_s", "label", "mean_probability", "min_probability", "n_frames"]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|min|m|h)?\s*$")
@@ -162,7 +163,7 @@ def events_from_dataset(ds, **kwargs) -> pd.DataFrame:
     return _concat(parts)
 
 
-def store_events(store, sites: list[str] | None = None, start=None, end=None, *, storage_options: dict | None = None,
+def store_events(store: StoreLike, sites: list[str] | None = None, start=None, end=None, *, storage_options: dict | None = None,
                  **kwargs) -> pd.DataFrame:
     """``events_from_dataset`` for each site of a store over ``[start, end)``.
 
@@ -197,7 +198,7 @@ TABLE_ATTRS = {"long_name": "auroral events from the frame labels (append-only; 
                           "returns the current catalogue"}
 
 
-def record_events(store, site: str, start, end, *, smooth="30s", min_duration="60s", max_gap=None) -> pd.DataFrame:
+def record_events(store: StoreLike, site: str, start, end, *, smooth="30s", min_duration="60s", max_gap=None) -> pd.DataFrame:
     """Recompute ``site``'s events over ``[start, end)`` and append them to the store's ``events`` table.
 
     For the nightly run, after it labelled some hours: pass the labelled block of hours.
@@ -241,7 +242,7 @@ def record_events(store, site: str, start, end, *, smooth="30s", min_duration="6
     return events
 
 
-def read_recorded_events(store, sites: list[str] | None = None, start=None, end=None) -> pd.DataFrame:
+def read_recorded_events(store: StoreLike, sites: list[str] | None = None, start=None, end=None) -> pd.DataFrame:
     """The store's current event catalogue (``COLUMNS``), sorted by site and start; events
     overlapping ``[start, end)`` when given."""
     from aurora_pipeline.hours import to_time

@@ -33,13 +33,14 @@ import numpy as np
 import xarray as xr
 
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.store.core import StoreLike
 
 AXES = ("ns", "ew")
 COORDINATES = ("elevation", "latitude", "longitude")
 _ENDS = {"ns": ("south", "north"), "ew": ("west", "east")}
 
 
-def keogram(store, site: str, start=None, end=None, *, axis: str = "ns", coordinate: str = "elevation",
+def keogram(store: StoreLike, site: str, start=None, end=None, *, axis: str = "ns", coordinate: str = "elevation",
             storage_options: dict | None = None) -> xr.DataArray:
     """The keogram of ``site`` over ``[start, end)`` from the store's frames (see the module docstring).
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aurora_pipeline.store import Store, hour_facts, open_site
 from aurora_pipeline.store.failures import read_failures
+from aurora_pipeline.store.core import StoreLike
 
 # hour facts that say a stage is done for an hour ("" = not yet), and the stage's name
 _STAGES = {"embedding_model": "embedded", "classifier": "labelled", "centroids": "clustered"}
 
 
-def describe_store(store, storage_options: dict | None = None) -> dict:
+def describe_store(store: StoreLike, storage_options: dict | None = None) -> dict:
     """Per-site frame counts, time spans, variables and hours done per stage, plus the number of
     files still failing. Returns ``{"sites": {site: {...}}, "failures": n, "lines": [str]}``."""
     st = Store.open(store, storage_options)

@@ -20,7 +20,7 @@ from aurora_pipeline.classify.model import (ClassifierConfig, cross_validate_by_
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.plots import confusion_matrix_png
-from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.embed.stored import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
 from aurora_pipeline.store.stages import run_small_stage
 from aurora_pipeline.store.writer import ensure_labels
@@ -41,7 +41,7 @@ class FitReport:
 
 
 def fit_from_store(
-    store,
+    store: StoreLike,
     labels_csv: str | Path,
     out_dir: str | Path,
     cfg: ClassifierConfig = ClassifierConfig(),
@@ -130,7 +130,7 @@ def label_rows(proba: np.ndarray) -> dict[str, np.ndarray]:
     return {"label": np.argmax(proba, axis=1).astype(np.int8), "label_probability": proba.astype(np.float32)}
 
 
-def classify_store(store, clf, *, sites=None, start=None, end=None, storage_options: dict | None = None,
+def classify_store(store: StoreLike, clf, *, sites=None, start=None, end=None, storage_options: dict | None = None,
                    only: set | None = None) -> dict:
     """Write labels for every hour embedded by the classifier's encoder; hours already labelled
     by this classifier are skipped. ``only``: (site, datetime64[h]) pairs to limit to."""

@@ -17,12 +17,12 @@ from aurora_pipeline.embed.model import EmbedConfig, embed_frames
 from aurora_pipeline.classify.driver import hour_folds, split_by_hours
 from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.encoder.backbone import resnet18_encoder
-from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.store.regions import read_rows
 from aurora_pipeline.store.stages import stored_hours
 
 
-def labelled_frames(store, labels_csv, holdout_hours_fraction: float):
+def labelled_frames(store: StoreLike, labels_csv, holdout_hours_fraction: float):
     """(frames uint8 (n, s, s), classes (n,), held_out (n,) bool, site-hour (n,)) of the frames
     named in ``labels_csv``."""
     st = Store.open(store)
@@ -44,7 +44,7 @@ def labelled_frames(store, labels_csv, holdout_hours_fraction: float):
     return np.concatenate(frames), np.concatenate(classes), held, groups
 
 
-def compare_with_random_init(store, labels_csv, checkpoint, *, holdout_hours_fraction: float = 0.3,
+def compare_with_random_init(store: StoreLike, labels_csv, checkpoint, *, holdout_hours_fraction: float = 0.3,
                              seed: int = 0, device: str = "auto") -> dict:
     """Held-out accuracy (and macro F1) for the trained encoder and a random-init one, and the
     accuracy of hour-grouped cross-validation over all labelled hours (steadier than one

@@ -17,7 +17,7 @@ import numpy as np
 from aurora_pipeline.cluster.model import ClusterConfig, Centroids, assign_clusters, load_centroids, save_centroids, scan_k
 from aurora_pipeline.plots import montage_png, silhouette_png
 from aurora_pipeline.embed.stored import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
-from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.store.read import read_hour
 from aurora_pipeline.store.stages import run_small_stage
 from aurora_pipeline.store.writer import ensure_cluster
@@ -25,7 +25,7 @@ from aurora_pipeline.store.writer import ensure_cluster
 FACT = "centroids"
 
 
-def assign_store(store, centroids: Centroids, *, sites=None, start=None, end=None, storage_options=None,
+def assign_store(store: StoreLike, centroids: Centroids, *, sites=None, start=None, end=None, storage_options=None,
                  only: set | None = None) -> dict:
     """Write ``cluster`` for every hour embedded by the centroids' encoder and not yet assigned with them."""
     st = Store.open(store, storage_options, mode="a")
@@ -41,7 +41,7 @@ def assign_store(store, centroids: Centroids, *, sites=None, start=None, end=Non
 
 
 def cluster_store(
-    store,
+    store: StoreLike,
     out_dir: str | Path,
     cfg: ClusterConfig = ClusterConfig(),
     *,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.store.stages import run_stage, split_done, stored_hours
 from aurora_pipeline.store.writer import ensure_embedding, write_embedding
 
@@ -56,7 +56,7 @@ def hours_to_embed(st: Store, sites, start, end, model_id: str, overwrite: bool,
 
 
 def embed_store(
-    store,
+    store: StoreLike,
     embed_hour,
     model_id: str,
     *,
@@ -102,7 +102,7 @@ def embed_store(
 
 
 def embed_with_checkpoint(
-    store,
+    store: StoreLike,
     checkpoint: str,
     *,
     sites=None,

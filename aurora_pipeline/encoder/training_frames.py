@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.store.stages import stored_hours
 
 
 def load_training_frames(
-    store,
+    store: StoreLike,
     sites: list[str] | None = None,
     start: str | None = None,
     end: str | None = None,

@@ -35,7 +35,7 @@ from aurora_pipeline.hours import hour_range, hour_stamp
 from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
 from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
 from aurora_pipeline.source.cdf import read_asi_cdf
-from aurora_pipeline.store.core import Store, utc_now
+from aurora_pipeline.store.core import Store, StoreLike, utc_now
 from aurora_pipeline.store.failures import Failure, record_failures
 from aurora_pipeline.store.read import hour_facts
 from aurora_pipeline.store.writer import HourWrite, commit_hours, hide_hours, write_frames
@@ -94,7 +94,7 @@ def preprocess_setting(cfg: PreprocessConfig) -> dict:
     return cfg.setting()
 
 
-def store_config(store, default: PreprocessConfig | None = None) -> PreprocessConfig:
+def store_config(store: StoreLike, default: PreprocessConfig | None = None) -> PreprocessConfig:
     """The store's preprocessing setting as a config (``default`` or the paper's for a new store)."""
     try:
         setting = Store.open(store).preprocess
@@ -103,7 +103,7 @@ def store_config(store, default: PreprocessConfig | None = None) -> PreprocessCo
     return PreprocessConfig(**setting) if setting else (default or PreprocessConfig())
 
 
-def plan(files: list[ArchiveFile], store, *, storage_options: dict | None = None) -> tuple[list[ArchiveFile], list[ArchiveFile]]:
+def plan(files: list[ArchiveFile], store: StoreLike, *, storage_options: dict | None = None) -> tuple[list[ArchiveFile], list[ArchiveFile]]:
     """Split ``files`` into (to ingest, already stored unchanged).
 
     A file counts as stored when its hour is visible and records the same file name and
@@ -124,7 +124,7 @@ def plan(files: list[ArchiveFile], store, *, storage_options: dict | None = None
 
 def ingest_file(
     file: ArchiveFile,
-    store,
+    store: StoreLike,
     cfg: PreprocessConfig,
     *,
     storage_options: dict | None = None,
@@ -179,7 +179,7 @@ def _check_hour(times: np.ndarray, file: ArchiveFile) -> None:
 
 def ingest(
     files: list[ArchiveFile],
-    store,
+    store: StoreLike,
     cfg: PreprocessConfig | None = None,
     *,
     client=None,

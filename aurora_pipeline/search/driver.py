@@ -36,6 +36,7 @@ from aurora_pipeline.search.index import VectorIndex, choose_params, normalized
 from aurora_pipeline.search.saved import (BUILD_COMMAND, SavedIndex, index_exists, index_location, load_index,
                                           save_index)
 from aurora_pipeline.store import Store, hour_facts, read_hour
+from aurora_pipeline.store.core import StoreLike
 
 COMPACT_DEAD_FRACTION = 0.25  # rebuild (same training) once dead rows pass a quarter of the live ones
 _FACT_COLUMNS = ["site", "hour", "year", "hour_index", "first_slot", "frames", "source_sha256", "embedding_model",
@@ -161,7 +162,7 @@ def _add_hours(st: Store, saved: SavedIndex, rows: pd.DataFrame, labels: _Labels
             on_hour(row.site, row.hour, int(row.frames))
 
 
-def build_index(store, *, index: str | None = None, sites: list[str] | None = None, start=None, end=None,
+def build_index(store: StoreLike, *, index: str | None = None, sites: list[str] | None = None, start=None, end=None,
                 config: IndexConfig = IndexConfig(), model: str | None = None, checkpoint: str | None = None,
                 keep_training: bool = False, overwrite: bool = False, storage_options: dict | None = None,
                 on_hour=None) -> dict:
@@ -222,7 +223,7 @@ def build_index(store, *, index: str | None = None, sites: list[str] | None = No
     return _finish(report, saved, started)
 
 
-def update_index(store, *, index: str | None = None, missing_ok: bool = False, checkpoint: str | None = None,
+def update_index(store: StoreLike, *, index: str | None = None, missing_ok: bool = False, checkpoint: str | None = None,
                  storage_options: dict | None = None, on_hour=None) -> dict:
     """Bring an existing index in line with the store over the range it was built for.
 
@@ -329,7 +330,7 @@ def _text(value) -> str | None:
     return None if value is None else str(value)
 
 
-def index_store(store, *, index: str | None = None, sites: list[str] | None = None, start=None, end=None,
+def index_store(store: StoreLike, *, index: str | None = None, sites: list[str] | None = None, start=None, end=None,
                 rebuild: bool = False, keep_training: bool = False, model: str | None = None,
                 checkpoint: str | None = None, config: IndexConfig = IndexConfig(),
                 storage_options: dict | None = None, on_hour=None) -> dict:

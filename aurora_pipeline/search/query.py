@@ -33,6 +33,7 @@ from aurora_pipeline.search.saved import SavedIndex, index_location, load_index
 from aurora_pipeline.search.index import normalized
 from aurora_pipeline.store import SLOTS_PER_HOUR, Store, hour_facts, read_hour, read_slots
 from aurora_pipeline.store.layout import hour_position
+from aurora_pipeline.store.core import StoreLike
 
 COLUMNS = ["site", "time", "score", "label", "label_probability", "cluster", "slot"]
 MAX_ROUNDS = 5               # candidate sets grow 4x a round: up to 256x k * oversample
@@ -52,7 +53,7 @@ class Query:
     image: np.ndarray | None = None    # (s, s) uint8 preprocessed frame, for the montage
 
 
-def open_index(store, index: str | None = None, storage_options: dict | None = None) -> SavedIndex:
+def open_index(store: StoreLike, index: str | None = None, storage_options: dict | None = None) -> SavedIndex:
     """The index of ``store`` (at ``index`` or the store's sibling ``<store>.index``)."""
     st = Store.open(store, storage_options)
     return load_index(index_location(st.url, index), storage_options, store=st.url)
@@ -282,7 +283,7 @@ def find_similar(st: Store, saved: SavedIndex, query: Query, *, k: int = QueryCo
     return df[COLUMNS].reset_index(drop=True)
 
 
-def similar(store, *, site: str | None = None, time=None, cdf: str | None = None, frame: int | None = None,
+def similar(store: StoreLike, *, site: str | None = None, time=None, cdf: str | None = None, frame: int | None = None,
             png: str | None = None, k: int = QueryConfig.k, sites=None, start=None, end=None, label=None,
             min_separation=QueryConfig.min_separation, index: str | SavedIndex | None = None,
             checkpoint: str | None = None, oversample: int = QueryConfig.oversample, nprobe: int | None = None,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -59,7 +58,7 @@ class Store:
 
     # --- opening -----------------------------------------------------------------------------
     @classmethod
-    def open(cls, store: "str | Path | Store", storage_options: dict | None = None, mode: str = "r") -> "Store":
+    def open(cls, store: "StoreLike", storage_options: dict | None = None, mode: str = "r") -> "Store":
         """Open ``store`` (a path, an fsspec URL such as ``s3://bucket/store.zarr``, or a Store).
 
         ``mode="r"`` needs an existing store; ``mode="a"`` creates an empty one. Raises
@@ -201,6 +200,15 @@ class Store:
                                 layout.hours_in_year(year) * layout.SLOTS_PER_HOUR, mode="a")
         self._years.pop((site, int(year)), None)
         return self.year_group(site, year)
+
+
+StoreLike = str | os.PathLike | Store  # what a public function takes as `store`: a path, an fsspec URL or a Store
+
+
+def open_store(store: StoreLike, storage_options: dict | None = None, mode: str = "r") -> Store:
+    """The one edge where a store is opened: a path or URL becomes a ``Store`` (``Store.open``),
+    a ``Store`` is handed on as it is (reopened for writing when ``mode="a"`` asks for it)."""
+    return Store.open(store, storage_options, mode)
 
 
 def _check_local_path(path: str, mode: str) -> None:

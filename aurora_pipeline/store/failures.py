@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from aurora_pipeline.store.tables import append_rows, read_table
+from aurora_pipeline.store.core import StoreLike
 
 FAILURES_TABLE = "failures"
 COLUMNS = {"source": "str", "site": "str", "hour": "str", "problem": "str", "fix": "str", "recorded_at": "str",
@@ -38,12 +39,12 @@ def _name(source: str) -> str:
     return str(source).rstrip("/").rsplit("/", 1)[-1]
 
 
-def read_failure_log(store) -> pd.DataFrame:
+def read_failure_log(store: StoreLike) -> pd.DataFrame:
     """Every row ever recorded, oldest first."""
     return read_table(store, FAILURES_TABLE, COLUMNS)
 
 
-def read_failures(store) -> pd.DataFrame:
+def read_failures(store: StoreLike) -> pd.DataFrame:
     """The files still failing: the latest row of each file, where it is a failure (empty table when none)."""
     log = read_failure_log(store)
     cols = [c for c in COLUMNS if c != "outcome"]
@@ -54,7 +55,7 @@ def read_failures(store) -> pd.DataFrame:
     return out.sort_values(["site", "hour", "source"]).reset_index(drop=True)
 
 
-def record_failures(store, new: list[Failure], succeeded: set[str], recorded_at: str) -> pd.DataFrame:
+def record_failures(store: StoreLike, new: list[Failure], succeeded: set[str], recorded_at: str) -> pd.DataFrame:
     """Append ``new`` failures and a ``resolved`` row for each file in ``succeeded`` that was failing."""
     failing = read_failures(store)
     open_files = dict(zip(failing["source"].map(_name), failing.to_dict("records")))

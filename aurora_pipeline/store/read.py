@@ -20,7 +20,7 @@ import xarray as xr
 from aurora_pipeline.errors import BadInputError, StoreError
 from aurora_pipeline.hours import to_hour, to_time
 from aurora_pipeline.store import layout
-from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.store.facts import FACTS, read_facts
 from aurora_pipeline.store.regions import hour_slot_index, read_rows
 
@@ -49,7 +49,7 @@ def _hours_in_range(year: int, stored: np.ndarray, start, end) -> np.ndarray:
     return hours[keep]
 
 
-def hour_facts(store, site: str, start=None, end=None, *, storage_options: dict | None = None) -> pd.DataFrame:
+def hour_facts(store: StoreLike, site: str, start=None, end=None, *, storage_options: dict | None = None) -> pd.DataFrame:
     """One row per stored hour of ``site`` overlapping [start, end): the hour, its position and every fact."""
     st = Store.open(store, storage_options)
     frames = []
@@ -69,7 +69,7 @@ def hour_facts(store, site: str, start=None, end=None, *, storage_options: dict 
     return pd.concat(frames, ignore_index=True)[columns]
 
 
-def read_inventory(store, sites: list[str] | None = None, *, storage_options: dict | None = None) -> pd.DataFrame:
+def read_inventory(store: StoreLike, sites: list[str] | None = None, *, storage_options: dict | None = None) -> pd.DataFrame:
     """The ingested archive files (site, hour, file, sha256, size, frames), O(site-years) reads.
 
     The nightly run compares it with a listing of the archive to find new and late files.
@@ -83,7 +83,7 @@ def read_inventory(store, sites: list[str] | None = None, *, storage_options: di
     return df.rename(columns={"source_file": "file", "source_sha256": "sha256", "source_size": "size"})[columns]
 
 
-def read_hour(store, site: str, hour, variables=("time", "frames"), *, storage_options: dict | None = None) -> dict:
+def read_hour(store: StoreLike, site: str, hour, variables=("time", "frames"), *, storage_options: dict | None = None) -> dict:
     """The stored rows of one hour: name -> array of the hour's n frames (time as datetime64[ms]).
 
     Raises StoreError when the hour is not stored.
@@ -104,7 +104,7 @@ def read_hour(store, site: str, hour, variables=("time", "frames"), *, storage_o
     return out
 
 
-def read_slots(store, site: str, year: int, slots: np.ndarray, variable: str, *, storage_options: dict | None = None) -> np.ndarray:
+def read_slots(store: StoreLike, site: str, year: int, slots: np.ndarray, variable: str, *, storage_options: dict | None = None) -> np.ndarray:
     """Rows of ``variable`` at ``slots`` of a site-year (only the chunks that hold them are read)."""
     st = Store.open(store, storage_options)
     group = st.year_group(site, year)
@@ -349,7 +349,7 @@ def _in_threads(f, items) -> list:
         return list(pool.map(f, items))
 
 
-def open_site(store, site: str, start=None, end=None, *, variables: list[str] | None = None,
+def open_site(store: StoreLike, site: str, start=None, end=None, *, variables: list[str] | None = None,
               storage_options: dict | None = None) -> xr.Dataset:
     """Every stored frame of ``site`` in ``[start, end)`` as one lazy Dataset on a sorted ``time`` axis.
 
@@ -367,7 +367,7 @@ def open_site(store, site: str, start=None, end=None, *, variables: list[str] | 
     return _site_dataset(st, site, pieces)
 
 
-def open_sites(store, sites: list[str] | None = None, start=None, end=None, *, label: str | None = None,
+def open_sites(store: StoreLike, sites: list[str] | None = None, start=None, end=None, *, label: str | None = None,
                variables: list[str] | None = None, storage_options: dict | None = None) -> xr.Dataset:
     """Several sites as one lazy Dataset sorted by time, with a ``site`` coordinate along ``time``.
 

@@ -9,6 +9,7 @@ import uuid
 import pandas as pd
 
 from aurora_pipeline.store.tables import append_rows, read_table
+from aurora_pipeline.store.core import StoreLike
 
 RUNS_TABLE = "runs"
 COLUMNS = {"run_id": "str", "recorded_at": "str", "archive": "str", "files_new": "int64", "files_ingested": "int64",
@@ -16,7 +17,7 @@ COLUMNS = {"run_id": "str", "recorded_at": "str", "archive": "str", "files_new":
 TABLE_ATTRS = {"long_name": "one row per nightly labelling run", "comment": "`summary` holds the whole run summary as JSON"}
 
 
-def append_run(store, summary: dict, recorded_at: str) -> int:
+def append_run(store: StoreLike, summary: dict, recorded_at: str) -> int:
     """Append the run's summary; returns the number of runs recorded."""
     row = {
         "run_id": str(summary.get("run_id") or uuid.uuid4().hex), "recorded_at": recorded_at,
@@ -29,5 +30,5 @@ def append_run(store, summary: dict, recorded_at: str) -> int:
     return append_rows(store, RUNS_TABLE, COLUMNS, [row], TABLE_ATTRS)
 
 
-def read_runs(store) -> pd.DataFrame:
+def read_runs(store: StoreLike) -> pd.DataFrame:
     return read_table(store, RUNS_TABLE, COLUMNS)

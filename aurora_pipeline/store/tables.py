@@ -17,7 +17,7 @@ import pandas as pd
 import zarr
 import zarr.errors
 
-from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.store.locks import store_lock
 
 ROWS_ATTR = "aurora_rows"
@@ -31,7 +31,7 @@ def _open_table(st: Store, name: str):
         return None
 
 
-def read_table(store, name: str, columns: dict[str, str]) -> pd.DataFrame:
+def read_table(store: StoreLike, name: str, columns: dict[str, str]) -> pd.DataFrame:
     """The complete rows of table ``name`` (an empty frame with ``columns`` when there is none)."""
     st = Store.open(store)
     group = _open_table(st, name)
@@ -45,7 +45,7 @@ def read_table(store, name: str, columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def append_rows(store, name: str, columns: dict[str, str], rows: list[dict], attrs: dict | None = None) -> int:
+def append_rows(store: StoreLike, name: str, columns: dict[str, str], rows: list[dict], attrs: dict | None = None) -> int:
     """Append ``rows`` (dicts keyed by column; missing keys get "" or 0) to table ``name``; returns its row count."""
     st = Store.open(store, mode="a")
     with store_lock(st, "tables"):
