@@ -20,6 +20,7 @@ import numpy as np
 
 from aurora_pipeline.atomic import atomic_file, atomic_write
 from aurora_pipeline.errors import BadInputError, CheckpointError
+from aurora_pipeline import __version__
 
 SAVED_MODEL_FORMAT_VERSION = 1
 
@@ -53,8 +54,6 @@ def write_artifact(out_dir: Path, stem: str, fmt: str, meta: dict, arrays: dict[
     """Write ``<stem>.npz`` (arrays, no pickle) then ``<stem>.json`` (meta + format, versions,
     time), each with ``aurora_pipeline.atomic``. The json is written last: a crash in
     between leaves a pair whose hash does not match, which loading reports."""
-    from aurora_pipeline import __version__
-
     json_path, npz_path = out_dir / f"{stem}.json", out_dir / f"{stem}.npz"
     if json_path.exists() and not overwrite:
         try:

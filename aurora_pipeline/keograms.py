@@ -34,6 +34,9 @@ import xarray as xr
 
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.store.core import StoreLike
+from aurora_pipeline.ingest.preprocess import PreprocessConfig, circle_grid_elevation
+from aurora_pipeline.plots import keogram_png as draw
+from aurora_pipeline.store import open_site
 
 AXES = ("ns", "ew")
 COORDINATES = ("elevation", "latitude", "longitude")
@@ -60,8 +63,6 @@ def keogram(store: StoreLike, site: str, start=None, end=None, *, axis: str = "n
         StoreError: nothing stored for the site and range.
         BadInputError: bad axis / coordinate, or latitude asked without skymap coordinates.
     """
-    from aurora_pipeline.store import open_site
-
     ds = open_site(store, site, start, end, variables=["frames", "label", "label_probability"],
                    storage_options=storage_options)
     return keogram_from_dataset(ds, axis=axis, coordinate=coordinate)
@@ -166,8 +167,6 @@ def _north_direction(az: np.ndarray, zenith: tuple[int, int], inside: np.ndarray
 
 def _geometry(ds: xr.Dataset, size: tuple[int, int]) -> dict:
     """el (and az, lat, lon) on the frames' grid, the pixels inside the field of view, and a description."""
-    from aurora_pipeline.ingest.preprocess import PreprocessConfig, circle_grid_elevation
-
     cfg = PreprocessConfig.from_attrs({k: v for k, v in ds.attrs.items() if k.startswith("preprocess_")
                                        and k != "preprocess_method"})
     if "el" in ds.coords or "el" in ds:
@@ -217,6 +216,4 @@ def _label_coords(ds: xr.Dataset) -> dict:
 
 def keogram_png(keo: xr.DataArray, path, *, title: str | None = None):
     """Draw a keogram with its label strip and label probability beneath (see ``plots.keogram_png``)."""
-    from aurora_pipeline.plots import keogram_png as draw
-
     return draw(keo, path, title=title)

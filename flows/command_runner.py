@@ -44,6 +44,8 @@ import threading
 from pathlib import Path
 
 from flows._prefect_home import prefect_home
+import aurora_pipeline
+import flows
 
 IMPORT_TIME_PREFIXES = ("PREFECT_", "DASK_", "OMP_", "MKL_", "OPENBLAS_", "TORCH_", "PYTORCH_", "CUDA_")
 OFF_SWITCH = "AURORA_PIPELINE_NO_RUNNER"
@@ -103,17 +105,11 @@ def import_time_settings(environ: dict) -> dict:
 
 def _install() -> list[str]:
     """Which installation a process runs: its interpreter and where its packages are imported from."""
-    import aurora_pipeline
-    import flows
-
     return [sys.executable, str(Path(aurora_pipeline.__file__).parent), str(Path(flows.__file__).parent)]
 
 
 def code_fingerprint() -> str:
     """Changes when a ``.py`` file of the packages changes or a distribution is installed or removed."""
-    import aurora_pipeline
-    import flows
-
     digest = hashlib.sha256(sys.executable.encode())
     for package in (aurora_pipeline, flows):
         root = Path(package.__file__).parent

@@ -35,6 +35,7 @@ import numpy as np
 from aurora_pipeline.artifact import SavedModel, read_artifact
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError, CheckpointError
+import warnings
 
 CLASSIFIER_FORMAT = "aurora-pipeline-classifier"
 
@@ -230,8 +231,6 @@ def group_folds(y: np.ndarray, groups: np.ndarray, cfg: ClassifierConfig) -> lis
     far as possible: ``cfg.cv_folds`` of them, or fewer when there are fewer groups or a class
     lives in too few groups; None when no split into whole groups (of at least 2 folds) leaves
     every class in every training part."""
-    import warnings
-
     from sklearn.model_selection import StratifiedGroupKFold
 
     y, groups = np.asarray(y), np.asarray(groups)

@@ -49,6 +49,9 @@ from torch import nn
 
 from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import CheckpointError
+from aurora_pipeline.device import resolve_device
+from aurora_pipeline.encoder.backbone import resnet18_encoder
+import aurora_pipeline
 
 ENCODER_FILE = "encoder.safetensors"
 HEAD_FILE = "head.safetensors"
@@ -129,8 +132,6 @@ def save_checkpoint(
     Returns:
         The sidecar as written (with ``model_id`` and ``files``).
     """
-    import aurora_pipeline
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SIDECAR_FILE).unlink(missing_ok=True)
@@ -334,9 +335,6 @@ def load_encoder(
             or shapes, an impossible ``image_size``, or the sidecar's model id disagrees
             with the weights and settings.
     """
-    from aurora_pipeline.device import resolve_device
-    from aurora_pipeline.encoder.backbone import resnet18_encoder
-
     checkpoint = resolve_checkpoint(path_or_url, storage_options)
     sidecar, blobs = read_verified(checkpoint, (ENCODER_FILE,), storage_options)
     data = blobs[ENCODER_FILE]

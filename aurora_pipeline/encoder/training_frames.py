@@ -14,6 +14,7 @@ import numpy as np
 from aurora_pipeline.errors import StoreError
 from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.store.stages import stored_hours
+from aurora_pipeline.store import layout
 
 
 def load_training_frames(
@@ -69,6 +70,4 @@ def load_training_frames(
 
 
 def _hour_name(year: int, slot: int) -> str:
-    from aurora_pipeline.store import layout
-
     return str(layout.hour_at(year, slot // layout.SLOTS_PER_HOUR))[:13]

@@ -42,6 +42,10 @@ from aurora_pipeline.atomic import atomic_path
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.oath.config import OathBenchmarkConfig, parse_splits, scaled_supervised_epochs  # noqa: F401 - re-exported
 from aurora_pipeline.oath.dataset import OATH_CLASS_COUNTS, OathData, load_oath
+from aurora_pipeline.classify.model import classification_metrics
+from aurora_pipeline.classify.model import fit_classifier
+from aurora_pipeline.cluster.model import assign_clusters, scan_k, silhouette_of_labels
+from aurora_pipeline.oath.report import finish_run
 
 Progress = Callable[[str], None]
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
@@ -164,8 +168,6 @@ def embed_images(data: OathData, encoder: dict[str, Any], cfg: OathBenchmarkConf
 def split_metrics(true: np.ndarray, pred: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """accuracy, macro precision/recall/F1, per-class values and the confusion matrix
     (rows true, columns predicted) of one test set, as ``classify`` computes them."""
-    from aurora_pipeline.classify.model import classification_metrics
-
     out = classification_metrics(np.asarray(true), np.asarray(pred), tuple(class_names), kind="held_out")
     out.pop("kind")
     return out
@@ -184,8 +186,6 @@ def _model_result(name: str, per_split: dict, n_parameters: int, start: float, *
 
 
 def _linear_per_split(X: np.ndarray, data: OathData, cfg: OathBenchmarkConfig, feature_id: str) -> dict[str, Any]:
-    from aurora_pipeline.classify.model import fit_classifier
-
     names = np.asarray(data.class_names)
     per_split = {}
     for i, (train, test) in data.splits.items():
@@ -263,8 +263,6 @@ def cluster_embeddings(X: np.ndarray, data: OathData, cfg: OathBenchmarkConfig) 
         sample_size, cluster (n,) cluster of each image at best_k, cluster_by_class
         ((best_k, 6) counts), seconds.
     """
-    from aurora_pipeline.cluster.model import assign_clusters, scan_k, silhouette_of_labels
-
     start = time.perf_counter()
     ccfg = cfg.cluster_config()
     scan = scan_k(X, ccfg)
@@ -299,8 +297,6 @@ def run_oath_benchmark(oath_dir: str | os.PathLike, out_dir: str | os.PathLike,
             holds a finished benchmark.
         CheckpointError: ``out_dir/encoder`` holds an unfinished run with other settings.
     """
-    from aurora_pipeline.oath.report import finish_run
-
     cfg = OathBenchmarkConfig() if cfg is None else cfg
     tell = progress or (lambda message: None)
     out_dir = Path(out_dir)

@@ -39,6 +39,9 @@ import numpy as np
 from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.oath.config import OathBenchmarkConfig
+from aurora_pipeline._torchvision_compat import import_torchvision
+from aurora_pipeline.plots import confusion_matrix_png, montage_png, silhouette_png
+import aurora_pipeline
 
 if TYPE_CHECKING:
     from aurora_pipeline.oath.dataset import OathData
@@ -335,8 +338,6 @@ def write_figures(data: OathData, models: dict[str, Any], clustering: dict[str, 
     """The confusion matrix of the SimCLR classifier on ``cfg.shown_split`` (Fig. 3), the
     silhouette curve with the paper's (12, 0.212) marked, random images of each cluster
     and the 'discrete' images by cluster (Figs. 4, 5). Returns {figure: file name in out_dir}."""
-    from aurora_pipeline.plots import confusion_matrix_png, montage_png, silhouette_png
-
     out_dir = Path(out_dir)
     split = cfg.shown_split
     names = {"confusion_matrix": f"confusion_matrix_split{split}.png", "silhouette": "silhouette.png",
@@ -370,8 +371,6 @@ def environment(cfg: OathBenchmarkConfig) -> dict[str, Any]:
     import sklearn
     import torch
 
-    import aurora_pipeline
-    from aurora_pipeline._torchvision_compat import import_torchvision
     from aurora_pipeline.device import resolve_device, use_mixed_precision
 
     device = resolve_device(cfg.device)

@@ -47,6 +47,7 @@ from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.hours import to_day, to_hour
 from aurora_pipeline.source.archive import filesystem, is_local, sha256_of, with_retries
 from aurora_pipeline.source.sites import ALTITUDES_KM, DEFAULT_ALTITUDE_KM
+from aurora_pipeline.source.archive import fetch
 
 SKYMAP_NAME = re.compile(
     r"^themis_skymap_(?P<site>[a-z0-9]{4})_(?P<date>\d{8})-\+_v(?P<version>[0-9A-Za-z]{2})\.sav$")
@@ -440,8 +441,6 @@ def _pixel_centres(corner_lat: np.ndarray, corner_lon: np.ndarray, site_lon: flo
 
 def read_skymap_file(file: SkymapFile, cache_dir: str | os.PathLike, storage_options: dict | None = None) -> Skymap:
     """Fetch ``file`` (local files are read in place) and read it; the checksum is of the bytes read."""
-    from aurora_pipeline.source.archive import fetch
-
     local = fetch(file, cache_dir, storage_options)
     return read_skymap(local, name=file.name, url=file.url)
 

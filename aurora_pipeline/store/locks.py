@@ -25,6 +25,7 @@ import time
 import uuid
 
 from aurora_pipeline.errors import StoreError
+import fcntl
 
 LOCK_DIR = ".aurora-locks"
 LEASE_SECONDS = 300.0
@@ -48,8 +49,6 @@ def _group_json(**attributes) -> bytes:
 
 @contextlib.contextmanager
 def _local_lock(path: str, wait_s: float):
-    import fcntl
-
     for folder in (os.path.dirname(os.path.dirname(path)), os.path.dirname(path)):
         os.makedirs(folder, exist_ok=True)
         meta = os.path.join(folder, "zarr.json")

@@ -23,6 +23,7 @@ from aurora_pipeline.store.core import Store
 from aurora_pipeline.store.facts import read_facts
 from aurora_pipeline.store.read import _hours_in_range, years_in
 from aurora_pipeline.store.writer import clear_stage, set_stage
+from aurora_pipeline.store.writer import write_small
 
 BATCH_HOURS = 64
 
@@ -119,8 +120,6 @@ def run_small_stage(st: Store, todo: list[HourRef], fact: str, value: str, *, re
     ``compute(ref, read(ref))`` returns {array name: rows}; the rows of up to ``BATCH_HOURS``
     hours are written in one go (each shared chunk read and written once), then the fact set.
     """
-    from aurora_pipeline.store.writer import write_small
-
     frames = 0
     by_year: dict[tuple[str, int], list[HourRef]] = {}
     for ref in todo:

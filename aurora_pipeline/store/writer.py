@@ -26,6 +26,8 @@ from aurora_pipeline.store.core import Store, utc_now
 from aurora_pipeline.store.facts import STAGE_FACTS, read_facts, write_facts
 from aurora_pipeline.store.locks import store_lock
 from aurora_pipeline.store.regions import write_hour_rows, write_small_rows
+from aurora_pipeline.errors import StoreError
+from aurora_pipeline.source.skymap import coordinate_attrs
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,6 @@ def ensure_skymap(st, site: str, year: int, sky, fov, coords: dict[str, np.ndarr
     coords: ingest.preprocess.grid_coordinates(sky, fov, cfg); altitude_km: cfg.map_altitude_km. Refuses (StoreError) a file of
     the same name with another checksum (a re-issued skymap: the hours using it must be redone).
     """
-    from aurora_pipeline.errors import StoreError
-    from aurora_pipeline.source.skymap import coordinate_attrs
-
     group = st.year_group(site, year, create=True)
     size = group["frames"].shape[1:]
     with store_lock(st, site):
