@@ -16,15 +16,6 @@ import math
 import os
 import sys
 
-from aurora_pipeline.classify.model import ClassifierConfig
-from aurora_pipeline.cluster.model import ClusterConfig
-from aurora_pipeline.config import DEVICE_CHOICES
-from aurora_pipeline.embed.config import OUTPUT_DTYPES, EmbedConfig
-from aurora_pipeline.encoder.config import PretrainConfig
-from aurora_pipeline.ingest.preprocess import PreprocessConfig
-from aurora_pipeline.oath.config import OathBenchmarkConfig
-from aurora_pipeline.source.sites import ALTITUDES_KM
-from aurora_pipeline.synth.demo import DemoConfig
 from flows import search_cli, where_cli
 from flows._options import config_option
 
@@ -54,6 +45,18 @@ def _add_range(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # the configs (and numpy) are imported here, not at the top: a command that the warm runner
+    # runs hands over before any parsing, so `import flows.cli` stays light
+    from aurora_pipeline.classify.model import ClassifierConfig
+    from aurora_pipeline.cluster.model import ClusterConfig
+    from aurora_pipeline.config import DEVICE_CHOICES
+    from aurora_pipeline.embed.config import OUTPUT_DTYPES, EmbedConfig
+    from aurora_pipeline.encoder.config import PretrainConfig
+    from aurora_pipeline.ingest.preprocess import PreprocessConfig
+    from aurora_pipeline.oath.config import OathBenchmarkConfig
+    from aurora_pipeline.source.sites import ALTITUDES_KM
+    from aurora_pipeline.synth.demo import DemoConfig
+
     parser = argparse.ArgumentParser(prog="aurora-pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
