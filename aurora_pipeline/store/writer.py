@@ -86,7 +86,8 @@ def commit_hours(st: Store, site: str, writes: list[HourWrite]) -> None:
         ws = [w for _, w in items]
         with store_lock(st, site):
             write_small_rows(group, "time", {i: w.times for i, w in zip(index, ws)})
-            _clear_derived(group, index[read_facts(group, ("source_file",))["source_file"][index] != ""])
+            stored_before = read_facts(group, ("ingested_at",))["ingested_at"][index] != ""
+            _clear_derived(group, index[stored_before])
             write_facts(group, index, {
                 "source_file": [w.source_file for w in ws], "source_url": [w.source_url for w in ws],
                 "source_sha256": [w.source_sha256 for w in ws], "source_size": [int(w.source_size) for w in ws],

@@ -82,6 +82,28 @@ def test_rewrite_with_fewer_frames_leaves_nothing_behind(tmp_path):
     assert (group["frames"][slot + 2: slot + 6] == 0).all()
 
 
+def test_rewrite_with_fewer_frames_clears_every_derived_value_of_the_hour(tmp_path):
+    from aurora_pipeline.store.writer import ensure_cluster, ensure_embedding, write_embedding
+
+    st = _store(tmp_path / "s.zarr")
+    hour, times, frames = _hour("2011010617", n=6)
+    write_hour(st, "gako", hour, times, frames)
+    index = 5 * 24 + 17
+    ensure_embedding(st, "gako", 2011, 4)
+    write_embedding(st, "gako", 2011, index, np.ones((6, 4), np.float32))
+    ensure_labels(st, "gako", 2011, ["arc", "moon"])
+    ensure_cluster(st, "gako", 2011, 3)
+    write_small(st, "gako", 2011, {"label": {index: np.ones(6, np.int8)},
+                                   "label_probability": {index: np.full((6, 2), 0.5, np.float32)},
+                                   "cluster": {index: np.full(6, 2, np.int16)}})
+    write_hour(st, "gako", hour, times[:4], frames[:4])  # a re-issued file with fewer frames
+    slots = np.arange(index * SLOTS_PER_HOUR, index * SLOTS_PER_HOUR + 6)
+    assert np.isnan(st.read_slots("gako", 2011, slots, "embedding")).all()
+    assert (st.read_slots("gako", 2011, slots, "label") == -1).all()
+    assert np.isnan(st.read_slots("gako", 2011, slots, "label_probability")).all()
+    assert (st.read_slots("gako", 2011, slots, "cluster") == -1).all()
+
+
 def test_open_site_time_range_and_plain_datatree(tmp_path):
     st = _store(tmp_path / "s.zarr")
     for stamp in ["2011010616", "2011010617", "2011010618"]:
