@@ -39,7 +39,7 @@ from aurora_pipeline.store import Store
 
 COMPACT_DEAD_FRACTION = 0.25  # rebuild (same training) once dead rows pass a quarter of the live ones
 FACT_COLUMNS = ["site", "hour", "year", "hour_index", "first_slot", "frames", "source_sha256", "embedding_model",
-                 "classifier"]
+                "classifier"]
 
 
 @dataclass
