@@ -1,7 +1,9 @@
 """Prefect flow `build-index`: the similarity index of the store's embeddings, built or updated.
 
-One run at a time per index (Prefect global concurrency limit ``aurora-index``, one
-slot): two runs never write the same index's sidecar at once.
+One run at a time (Prefect global concurrency limit ``aurora-index``, one slot). The
+library itself replaces the index's sidecar under the store's lock and only if no other
+run replaced it meanwhile (``aurora_pipeline.search.saved``), so library callers outside
+Prefect are safe too.
 """
 
 from __future__ import annotations

@@ -103,6 +103,8 @@ def _similar(args):
     with pd.option_context("display.width", 200, "display.max_columns", 10):
         print(f"query: {query.source} ({len(df)} frames, index of {saved.model_id})")
         print(df.drop(columns="slot").to_string(index=False) if len(df) else "no frame passes the filters")
+    for note in df.attrs.get("notes", []):  # the store changed under the index: what was searched how
+        print(f"note: {note}", file=sys.stderr)
     if args.out:
         caption = query.source if args.png is None and args.cdf is None else query.source.replace(
             str(args.cdf or args.png), os.path.basename(str(args.cdf or args.png)))

@@ -5,7 +5,9 @@ hour's ``embedding_model`` fact names the encoder once they are written (see
 ``aurora_pipeline.store.stages``). A rerun with the same model skips the hour; another
 model's embeddings are refused unless ``overwrite=True`` (the nightly run passes it for
 its window, so a new deployment model re-embeds what it labels). Re-embedding an hour
-clears its labels and clusters, which derive from the embeddings.
+clears its labels and clusters, which derive from the embeddings. The checkpoint's
+location is recorded in the store (root attribute ``aurora_encoder_checkpoints``, by model
+id), so the similarity index can embed image queries with it.
 
 Memory stays flat: one hour (about 1,200 frames) is in memory at a time, and the next
 hour is read while the current one is embedded.
@@ -13,6 +15,7 @@ hour is read while the current one is embedded.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -135,6 +138,8 @@ def embed_with_checkpoint(
         sites=sites, start=start, end=end, overwrite=overwrite, dtype=dtype, storage_options=storage_options,
         on_hour=on_hour, only=only,
     )
+    location = checkpoint if "://" in str(checkpoint) else os.path.abspath(checkpoint)
+    Store.open(store, storage_options, mode="a").record_checkpoint(meta["model_id"], str(location))  # for the index
     return {"model_id": meta["model_id"], **report.summary()}
 
 

@@ -115,8 +115,7 @@ class Catalog:
         self._flush()
         if not positions:
             return np.empty(0, np.int64)
-        starts, frames = self.hours["row_start"], self.hours["frames"]
-        rows = np.concatenate([np.arange(starts[p], starts[p] + frames[p]) for p in positions])
+        rows = self.rows_of(positions)
         keep = np.ones(self.n_hours, bool)
         keep[positions] = False
         self.hours = {k: v[keep] for k, v in self.hours.items()}
@@ -145,6 +144,14 @@ class Catalog:
         year = self.hours["year"][pos].astype(np.int64)
         slot = self.hours["first_slot"][pos] + (rows - starts[pos])
         return site, year, slot
+
+    def rows_of(self, positions: list[int]) -> np.ndarray:
+        """The row numbers of the hours at ``positions`` of the table."""
+        self._flush()
+        starts, frames = self.hours["row_start"], self.hours["frames"]
+        if not len(positions):
+            return np.empty(0, np.int64)
+        return np.concatenate([np.arange(starts[p], starts[p] + frames[p]) for p in positions]).astype(np.int64)
 
     def hour_starts(self) -> np.ndarray:
         """Start of each hour, datetime64[h]."""

@@ -33,14 +33,14 @@ from aurora_pipeline.errors import BadInputError, CheckpointError, StoreError
 from aurora_pipeline.search.catalog import Catalog, vectors_fingerprint
 from aurora_pipeline.search.config import IndexConfig
 from aurora_pipeline.search.index import VectorIndex, choose_params, normalized
-from aurora_pipeline.search.saved import (BUILD_COMMAND, SavedIndex, index_exists, index_location, load_index,
-                                          save_index)
+from aurora_pipeline.search.saved import (BUILD_COMMAND, SavedIndex, check_index_folder, check_index_outside_store,
+                                          index_exists, index_location, load_index, save_index, sidecar_sha256)
 from aurora_pipeline.store import Store, hour_facts, read_hour
 from aurora_pipeline.store.core import StoreLike
 
 COMPACT_DEAD_FRACTION = 0.25  # rebuild (same training) once dead rows pass a quarter of the live ones
-_FACT_COLUMNS = ["site", "hour", "year", "hour_index", "first_slot", "frames", "source_sha256", "embedding_model",
-                 "classifier"]
+FACT_COLUMNS = ["site", "hour", "year", "hour_index", "first_slot", "frames", "source_sha256", "embedding_model",
+                "classifier"]
 
 
 @dataclass
@@ -76,8 +76,8 @@ def store_hours(st: Store, sites: list[str] | None, start, end) -> pd.DataFrame:
     parts = [hour_facts(st, site, start, end) for site in sites]
     parts = [p for p in parts if len(p)]
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in _FACT_COLUMNS})
-    facts = pd.concat(parts, ignore_index=True)[_FACT_COLUMNS]
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in FACT_COLUMNS})
+    facts = pd.concat(parts, ignore_index=True)[FACT_COLUMNS]
     return facts.sort_values(["site", "year", "hour_index"], kind="stable").reset_index(drop=True)
 
 
@@ -114,7 +114,8 @@ def _read(st: Store, row, labels: _Labels, with_vectors: bool = True) -> tuple[n
     return vectors, labels.of(row, data.get("label"))
 
 
-def _fingerprint(row) -> str:
+def fingerprint(row) -> str:
+    """What the index records of a store hour (one row of ``store_hours``): model, source sha256, frames."""
     return vectors_fingerprint(row.embedding_model, row.source_sha256, row.frames)
 
 
@@ -156,7 +157,7 @@ def _add_hours(st: Store, saved: SavedIndex, rows: pd.DataFrame, labels: _Labels
     for row in rows.itertuples(index=False):
         vectors, codes = _read(st, row, labels)
         first, _ = saved.catalog.append_hour(row.site, int(row.year), int(row.hour_index), int(row.first_slot), codes,
-                                             _fingerprint(row), row.classifier)
+                                             fingerprint(row), row.classifier)
         saved.vectors.add(vectors, first)
         if on_hour is not None:
             on_hour(row.site, row.hour, int(row.frames))
@@ -171,7 +172,8 @@ def build_index(store: StoreLike, *, index: str | None = None, sites: list[str] 
     Args:
         index: where to write it (default: the store's sibling ``<store>.index``).
         model: the encoder model id to index when the range holds several.
-        checkpoint: the encoder checkpoint of ``model``, recorded for queries by image.
+        checkpoint: the encoder checkpoint of ``model``, recorded for queries by image
+            (default: the old index's, else the one ``embed`` recorded in the store).
         keep_training: re-add everything to the existing index's trained parts (same
             parameters) instead of choosing parameters and training anew.
         overwrite: replace an existing index (else a BadInputError says to use update).
@@ -181,17 +183,27 @@ def build_index(store: StoreLike, *, index: str | None = None, sites: list[str] 
 
     Raises:
         StoreError: nothing embedded, or several models and no ``model``.
-        BadInputError: an index exists and ``overwrite`` is False; unknown sites.
+        BadInputError: an index exists and ``overwrite`` is False; unknown sites; ``index``
+            inside the store, or a folder that is neither empty nor an index of ours.
+        IndexChangedError: another run replaced the index while this one ran.
     """
     started = time.perf_counter()
     st = Store.open(store, storage_options)
     location = index_location(st.url, index)
+    check_index_outside_store(location, st)
+    check_index_folder(location, storage_options)
+    replaces = sidecar_sha256(location, storage_options)  # the commit checks nobody replaced it meanwhile
     old = None
-    if index_exists(location, storage_options):
+    if replaces is not None:
         if not overwrite and not keep_training:
             raise BadInputError(location, "already holds a similarity index.",
                                 f"update it with `{BUILD_COMMAND.format(store=st.url)}`, or rebuild with --rebuild.")
-        old = load_index(location, storage_options, store=st.url)
+        try:
+            old = load_index(location, storage_options, store=st.url)
+        except StoreError:
+            if keep_training:
+                raise
+            # a damaged index is rebuilt from the store, not read
     facts = store_hours(st, sites, start, end)
     report = IndexReport(location=location)
     report.hours_not_embedded = int((facts.embedding_model == "").sum())
@@ -213,13 +225,16 @@ def build_index(store: StoreLike, *, index: str | None = None, sites: list[str] 
             report.trained_on = len(sample)
     if checkpoint:
         _check_checkpoint(checkpoint, model, storage_options)
+    else:
+        kept = old.meta.get("checkpoint") if old is not None and old.model_id == model else None
+        checkpoint = kept or _recorded_checkpoint(st, model, storage_options, report)
     meta = {"model_id": model, "params": vectors.params, "class_names": labels.class_names, "store": st.url,
             "range": {"sites": sites, "start": _text(start), "end": _text(end)},
-            "checkpoint": checkpoint or (old.meta.get("checkpoint") if old else None), "preprocess": st.preprocess}
+            "checkpoint": checkpoint, "preprocess": st.preprocess}
     saved = SavedIndex(vectors, Catalog(), meta, location)
     _add_hours(st, saved, todo, labels, on_hour)
     report.hours_added = len(todo)
-    save_index(saved, location, storage_options)
+    save_index(saved, location, storage_options, store=st, replaces=replaces)
     return _finish(report, saved, started)
 
 
@@ -235,17 +250,20 @@ def update_index(store: StoreLike, *, index: str | None = None, missing_ok: bool
     started = time.perf_counter()
     st = Store.open(store, storage_options)
     location = index_location(st.url, index)
+    check_index_outside_store(location, st)
     if missing_ok and not index_exists(location, storage_options):
         return {"location": location, "index": "none (build one with "
                 f"`{BUILD_COMMAND.format(store=st.url)}`)"}
     saved = load_index(location, storage_options, store=st.url)
+    report = IndexReport(location=location)
+    if not checkpoint and not saved.meta.get("checkpoint"):  # an index built before embed recorded checkpoints
+        checkpoint = _recorded_checkpoint(st, saved.model_id, storage_options, report)
     changed = bool(checkpoint) and checkpoint != saved.meta.get("checkpoint")
     if changed:
         _check_checkpoint(checkpoint, saved.model_id, storage_options)
         saved.meta["checkpoint"] = checkpoint
     span = saved.meta["range"]
     facts = store_hours(st, span["sites"], span["start"], span["end"])
-    report = IndexReport(location=location)
     embedded = facts[facts.embedding_model != ""]
     foreign = embedded[embedded.embedding_model != saved.model_id]
     if len(foreign):
@@ -268,7 +286,7 @@ def update_index(store: StoreLike, *, index: str | None = None, missing_ok: bool
         have = existing.get(key)
         if have is None:
             add.append(pos)
-        elif fps[have] != _fingerprint(row):  # re-ingested or re-embedded: replace its rows
+        elif fps[have] != fingerprint(row):  # re-ingested or re-embedded: replace its rows
             add.append(pos)
             replaced.append(have)
         elif lab_fps[have] != row.classifier:
@@ -292,14 +310,14 @@ def update_index(store: StoreLike, *, index: str | None = None, missing_ok: bool
         report.notes.append(f"{saved.vectors.ntotal} vectors, 16x the {saved.vectors.params['n_at_build']} the lists "
                             f"were sized for: rebuild with `{BUILD_COMMAND.format(store=st.url)} --rebuild`")
     if changed or report.hours_added or report.hours_replaced or report.hours_removed or report.hours_relabelled:
-        save_index(saved, location, storage_options)
+        save_index(saved, location, storage_options, store=st, replaces=saved.sidecar_sha256)
     report.dead_rows = saved.catalog.n_dead
     return _finish(report, saved, started)
 
 
 def _rebuilt(st: Store, saved: SavedIndex, facts: pd.DataFrame, labels: _Labels) -> SavedIndex:
     """The same trained index with every hour of ``facts`` added afresh (no dead rows)."""
-    fresh = SavedIndex(saved.vectors.empty_copy(), Catalog(), saved.meta, saved.location)
+    fresh = SavedIndex(saved.vectors.empty_copy(), Catalog(), saved.meta, saved.location, saved.sidecar_sha256)
     _add_hours(st, fresh, facts, labels)
     return fresh
 
@@ -318,6 +336,20 @@ def _check_checkpoint(checkpoint: str, model: str, storage_options: dict | None)
     if sidecar.get("model_id") != model:
         raise CheckpointError(f"{checkpoint}: encoder {sidecar.get('model_id')}, but the index holds embeddings of "
                               f"{model}. Fix: pass the checkpoint that embedded the store.")
+
+
+def _recorded_checkpoint(st: Store, model: str, storage_options: dict | None, report: IndexReport) -> str | None:
+    """The checkpoint ``embed`` recorded in the store for ``model``, when it still reads as that model's."""
+    recorded = st.encoder_checkpoints().get(model)
+    if not recorded:
+        return None
+    try:
+        _check_checkpoint(recorded, model, storage_options)
+    except (CheckpointError, BadInputError, OSError) as err:
+        report.notes.append(f"the checkpoint the store records for {model} ({recorded}) is not usable ({err}); "
+                            "pass --checkpoint for --cdf/--png queries")
+        return None
+    return recorded
 
 
 def _embedding_width(st: Store, facts: pd.DataFrame) -> int:
@@ -342,6 +374,8 @@ def index_store(store: StoreLike, *, index: str | None = None, sites: list[str] 
     """
     st = Store.open(store, storage_options)
     location = index_location(st.url, index)
+    check_index_outside_store(location, st)
+    check_index_folder(location, storage_options)
     if rebuild or keep_training or not index_exists(location, storage_options):
         return build_index(st, index=location, sites=sites, start=start, end=end, config=config, model=model,
                            checkpoint=checkpoint, keep_training=keep_training, overwrite=True,

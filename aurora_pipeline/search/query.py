@@ -9,6 +9,12 @@ preprocessing setting and embedded with the encoder the index was built with (it
 checkpoint is a parameter, by default the one recorded with the index; a checkpoint of
 another model is refused).
 
+Before searching, the index's per-hour record is compared with the store's facts
+(``aurora_pipeline.search.fresh``): hours that changed in the store or are newer than
+the index are searched exactly from the store until the next ``aurora-pipeline index``,
+hours of another encoder are left out, and the result's ``attrs["notes"]`` say so. A
+stored frame embedded by another encoder than the index's is refused as a query.
+
 Steps: the index returns ``k * oversample`` candidate rows (only rows passing the site,
 hour and label filters are considered, through a FAISS bitmap selector); their
 embeddings alone are read from the store and scored exactly (cosine, float32); the time
@@ -28,7 +34,9 @@ import pandas as pd
 
 from aurora_pipeline.errors import BadInputError, CheckpointError, StoreError
 from aurora_pipeline.hours import to_hour, to_time
+from aurora_pipeline.search.catalog import DEAD
 from aurora_pipeline.search.config import QueryConfig
+from aurora_pipeline.search.fresh import build_command, compare, exact_candidates
 from aurora_pipeline.search.saved import SavedIndex, index_location, load_index
 from aurora_pipeline.search.index import normalized
 from aurora_pipeline.store import SLOTS_PER_HOUR, Store, hour_facts, read_hour, read_slots
@@ -62,21 +70,31 @@ def open_index(store: StoreLike, index: str | None = None, storage_options: dict
 # ---- the query vector ------------------------------------------------------------------------
 
 def stored_query(st: Store, saved: SavedIndex, site: str, time) -> Query:
-    """The stored frame of ``site`` nearest to ``time`` (within 5 s), with its embedding."""
-    site, t = site.lower(), to_time(time)
+    """The stored frame of ``site`` nearest to ``time`` (within 5 s), with its embedding.
+
+    Raises:
+        BadInputError: an unknown site code, no stored frame there.
+        StoreError: the frame's hour is embedded by another encoder than the index's (or none).
+    """
+    from aurora_pipeline.source.archive import check_site_codes
+
+    site, t = check_site_codes([site], "--site")[0], to_time(time)
     if t is None:
         raise BadInputError("time", "is required with --site", "give the frame's UT time, e.g. 2011-01-06T04:12:03")
     hour = to_hour(t)
     year, hour_index = hour_position(hour)
-    if saved.catalog.position(site, year, hour_index) < 0:  # not indexed: is it stored, with the index's model?
-        facts = hour_facts(st, site, hour, hour + np.timedelta64(1, "h")) if site in st.sites() else pd.DataFrame()
-        if not len(facts):
-            raise BadInputError(f"{site} {t}", f"no stored hour of {site} at that time in {st.url}",
-                                "pick a stored frame (see `aurora_pipeline.open_site`), or query by --cdf / --png")
-        model = facts.embedding_model.iloc[0]
-        if model != saved.model_id:
-            raise StoreError(f"{st.url}: {site} {str(hour)[:13]} is embedded by {model or 'no model'}, the index by "
-                             f"{saved.model_id}. Fix: embed that hour with the index's encoder, or rebuild the index.")
+    facts = hour_facts(st, site, hour, hour + np.timedelta64(1, "h")) if site in st.sites() else pd.DataFrame()
+    if not len(facts):
+        raise BadInputError(f"{site} {t}", f"no stored hour of {site} at that time in {st.url}",
+                            "pick a stored frame (see `aurora_pipeline.open_site`), or query by --cdf / --png")
+    model = facts.embedding_model.iloc[0]
+    if model != saved.model_id:  # the store's embedding now, whatever the index recorded of the hour
+        fix = (f"rebuild the index for that encoder with `{build_command(st, saved)} --rebuild --model {model}`, "
+               f"or embed the hour with the index's encoder" if model else
+               f"embed it (`aurora-pipeline embed --store {st.url} --checkpoint CKPT`)")
+        raise StoreError(f"{st.url}: {site} {str(hour)[:13]} is embedded by {model or 'no model'}, the index at "
+                         f"{saved.location} holds embeddings of {saved.model_id}: the query would be compared across "
+                         f"encoders. Fix: {fix}; or query by --cdf / --png with the index's checkpoint.")
     times = read_hour(st, site, hour, ("time",))["time"]
     i = int(np.argmin(np.abs((times - t).astype(np.int64))))
     step = int(np.median(np.diff(times).astype(np.int64))) if len(times) > 1 else 0
@@ -103,7 +121,7 @@ def image_query(st: Store, saved: SavedIndex, raw: np.ndarray, source: str, chec
     if cfg.fov != "circle":
         raise BadInputError(source, f"the store's frames were cut to a skymap field of view (fov={cfg.fov!r}), "
                             "which a loose image does not carry", "ingest the file and query by --site/--time")
-    checkpoint = checkpoint or saved.meta.get("checkpoint")
+    checkpoint = checkpoint or saved.meta.get("checkpoint") or st.encoder_checkpoints().get(saved.model_id)
     if not checkpoint:
         raise BadInputError("checkpoint", f"the index records no encoder checkpoint for {saved.model_id}",
                             "pass --checkpoint with the checkpoint that embedded the store")
@@ -254,17 +272,27 @@ def find_similar(st: Store, saved: SavedIndex, query: Query, *, k: int = QueryCo
     if len(query.vector) != saved.vectors.params["d"]:
         raise BadInputError(query.source, f"a {len(query.vector)}-d query for an index of {saved.vectors.params['d']}-d "
                             "vectors", "query with the index's encoder")
-    sites = None if sites is None else [s.lower() for s in ([sites] if isinstance(sites, str) else sites)]
-    unknown = [s for s in sites or [] if s not in saved.catalog.sites]
+    if sites is not None:
+        from aurora_pipeline.source.archive import check_site_codes
+
+        sites = check_site_codes(sites, "--sites")
+    unknown = [s for s in sites or [] if s not in saved.catalog.sites and s not in st.sites()]
     if unknown:
-        raise BadInputError(f"--sites {','.join(unknown)}", f"not in the index (it holds {', '.join(saved.catalog.sites)})",
-                            "pick sites the index holds, or index them (`aurora-pipeline index --rebuild --sites ..`)")
+        raise BadInputError(f"--sites {','.join(unknown)}", f"not in the index nor the store (the index holds "
+                            f"{', '.join(saved.catalog.sites)})", "pick sites the index holds, or ingest and index "
+                            "them (`aurora-pipeline index --rebuild --sites ..`)")
     min_sep = separation_ms(min_separation)
     codes = _label_codes(saved, label)
+    label_names = None if label is None else ([label] if isinstance(label, str) else list(label))
+    agreement = compare(st, saved, sites=sites, start=start, end=end, with_labels=label is not None)
     allowed = saved.catalog.allowed_rows(sites, to_time(start), to_time(end), codes)
+    if agreement.dead_positions:  # hours the store no longer agrees with: never returned from the index
+        allowed = (saved.catalog.labels != DEAD) if allowed is None else allowed.copy()
+        allowed[saved.catalog.rows_of(agreement.dead_positions)] = False
+    exact = _post_filter(exact_candidates(st, agreement.exact, query.vector, start, end, label_names), start, end)
     available = saved.vectors.ntotal if allowed is None else int(allowed.sum())
     want, probe = k * oversample + 1, nprobe or saved.vectors.params.get("nprobe")
-    result = _candidates(st, saved, query, np.empty(0, np.int64), np.empty(0, np.float32))
+    result = _merge(exact, query, min_sep, k)
     for _ in range(MAX_ROUNDS):
         ask = min(want, available)
         if ask == 0:
@@ -272,15 +300,18 @@ def find_similar(st: Store, saved: SavedIndex, query: Query, *, k: int = QueryCo
         approx, rows = saved.vectors.search(query.vector[None], ask, allowed, probe)
         found = rows[0] >= 0
         cand = _post_filter(_candidates(st, saved, query, rows[0][found], approx[0][found]), start, end)
+        if len(exact):
+            cand = pd.concat([c for c in (cand, exact) if len(c)], ignore_index=True).sort_values(
+                "score", ascending=False, kind="stable")
         result = _merge(cand, query, min_sep, k)
         if len(result) >= k or ask >= available:
             break
         want *= 4
         if probe is not None and found.sum() < ask:  # the visited lists ran out: visit more
             probe = min(2 * probe, saved.vectors.params["nlist"])
-    label_names = None if label is None else ([label] if isinstance(label, str) else list(label))
-    df = _describe(st, result, label_names)
-    return df[COLUMNS].reset_index(drop=True)
+    df = _describe(st, result, label_names)[COLUMNS].reset_index(drop=True)
+    df.attrs["notes"] = agreement.notes
+    return df
 
 
 def similar(store: StoreLike, *, site: str | None = None, time=None, cdf: str | None = None, frame: int | None = None,

@@ -136,6 +136,18 @@ class Store:
                                  "One store holds one preprocessing setting. Fix: ingest with the store's setting "
                                  "(e.g. --image-size " f"{have.get('image_size')}), or into a new store.")
 
+    def encoder_checkpoints(self) -> dict[str, str]:
+        """``{model id: checkpoint location}`` of the encoders that embedded this store (as ``embed`` recorded them)."""
+        return dict(self.attrs.get("aurora_encoder_checkpoints", {}))
+
+    def record_checkpoint(self, model_id: str, location: str) -> None:
+        """Record where the checkpoint of encoder ``model_id`` is (root attribute ``aurora_encoder_checkpoints``)."""
+        with store_lock(self, "catalogue"):
+            root = zarr.open_group(self.zs, mode="r+")
+            known = dict(root.attrs.get("aurora_encoder_checkpoints", {}))
+            if known.get(model_id) != location:
+                root.attrs["aurora_encoder_checkpoints"] = {**known, model_id: location}
+
     def add_history(self, action: str) -> None:
         with store_lock(self, "catalogue"):
             root = zarr.open_group(self.zs, mode="r+")

@@ -3,7 +3,10 @@
 Ingest (frames):
     1. ``hide_hours`` (driver): hours being rewritten become invisible first (``frames = 0``);
     2. ``write_frames`` (workers, in parallel): each hour's frames into its own chunks;
-    3. ``commit_hours`` (driver): times, source facts, stage facts cleared, then ``frames = n``.
+    3. ``commit_hours`` (driver): times; for an hour stored before (a re-issued file, a rerun),
+       every derived value of its slots cleared (embedding, label, label_probability,
+       cluster: fill values, so nothing derived from the old file survives and slots past
+       the new frame count hold nothing); source facts, stage facts cleared; then ``frames = n``.
 
 Derived stages (embedding, labels, clusters), by the stage's driver:
     1. ``clear_stage``: the stage's fact of the hours to redo becomes "" (values read as missing);
@@ -85,6 +88,8 @@ def commit_hours(st: Store, site: str, writes: list[HourWrite]) -> None:
         ws = [w for _, w in items]
         with store_lock(st, site):
             write_small_rows(group, "time", {i: w.times for i, w in zip(index, ws)})
+            stored_before = read_facts(group, ("ingested_at",))["ingested_at"][index] != ""
+            _clear_derived(group, index[stored_before])
             write_facts(group, index, {
                 "source_file": [w.source_file for w in ws], "source_url": [w.source_url for w in ws],
                 "source_sha256": [w.source_sha256 for w in ws], "source_size": [int(w.source_size) for w in ws],
@@ -92,6 +97,24 @@ def commit_hours(st: Store, site: str, writes: list[HourWrite]) -> None:
                 "ingested_at": utc_now(), **{f: "" for f in STAGE_FACTS},
                 "frames": [len(w.times) for w in ws],
             })
+
+
+DERIVED_ARRAYS = ("embedding", "label", "label_probability", "cluster")  # values computed from an hour's frames
+
+
+def _clear_derived(group, hours: np.ndarray) -> None:
+    """Fill values in every derived array over the whole slot range of ``hours`` (under the site's lock)."""
+    if not len(hours):
+        return
+    for name in DERIVED_ARRAYS:
+        if name not in group:
+            continue
+        empty = np.empty((0,) + tuple(group[name].shape[1:]), dtype=group[name].dtype)
+        if name == "embedding":  # a big array: whole-hour chunks, written hour by hour
+            for i in hours:
+                write_hour_rows(group, int(i), {name: empty})
+        else:
+            write_small_rows(group, name, {int(i): empty for i in hours})
 
 
 def clear_stage(st: Store, site: str, year: int, hours: np.ndarray, fact: str, *, downstream: bool = True) -> None:

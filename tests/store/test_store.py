@@ -10,7 +10,7 @@ import zarr
 
 import aurora_pipeline
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store import SLOTS_PER_HOUR, Store, open_site, open_sites, read_inventory
+from aurora_pipeline.store import SLOTS_PER_HOUR, Store, open_site, open_sites, read_inventory, read_slots
 from aurora_pipeline.store.facts import write_facts
 from aurora_pipeline.store.failures import Failure, read_failure_log, read_failures, record_failures
 from aurora_pipeline.store.runs import append_run, read_runs
@@ -80,6 +80,28 @@ def test_rewrite_with_fewer_frames_leaves_nothing_behind(tmp_path):
     group = zarr.open_group(tmp_path / "s.zarr", path="gako/2011", mode="r")
     slot = (5 * 24 + 17) * SLOTS_PER_HOUR
     assert (group["frames"][slot + 2: slot + 6] == 0).all()
+
+
+def test_rewrite_with_fewer_frames_clears_every_derived_value_of_the_hour(tmp_path):
+    from aurora_pipeline.store.writer import ensure_cluster, ensure_embedding, write_embedding
+
+    st = _store(tmp_path / "s.zarr")
+    hour, times, frames = _hour("2011010617", n=6)
+    write_hour(st, "gako", hour, times, frames)
+    index = 5 * 24 + 17
+    ensure_embedding(st, "gako", 2011, 4)
+    write_embedding(st, "gako", 2011, index, np.ones((6, 4), np.float32))
+    ensure_labels(st, "gako", 2011, ["arc", "moon"])
+    ensure_cluster(st, "gako", 2011, 3)
+    write_small(st, "gako", 2011, {"label": {index: np.ones(6, np.int8)},
+                                   "label_probability": {index: np.full((6, 2), 0.5, np.float32)},
+                                   "cluster": {index: np.full(6, 2, np.int16)}})
+    write_hour(st, "gako", hour, times[:4], frames[:4])  # a re-issued file with fewer frames
+    slots = np.arange(index * SLOTS_PER_HOUR, index * SLOTS_PER_HOUR + 6)
+    assert np.isnan(read_slots(st, "gako", 2011, slots, "embedding")).all()
+    assert (read_slots(st, "gako", 2011, slots, "label") == -1).all()
+    assert np.isnan(read_slots(st, "gako", 2011, slots, "label_probability")).all()
+    assert (read_slots(st, "gako", 2011, slots, "cluster") == -1).all()
 
 
 def test_open_site_time_range_and_plain_datatree(tmp_path):
