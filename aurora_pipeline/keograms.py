@@ -59,8 +59,12 @@ def keogram(store, site: str, start=None, end=None, *, axis: str = "ns", coordin
         StoreError: nothing stored for the site and range.
         BadInputError: bad axis / coordinate, or latitude asked without skymap coordinates.
     """
+    from aurora_pipeline.hours import time_range
+    from aurora_pipeline.source.sites import check_site
     from aurora_pipeline.store import open_site
 
+    start, end = time_range(start, end)  # a reversed range or a site that is no site code, named as such
+    site = check_site(site, "site")
     ds = open_site(store, site, start, end, variables=["frames", "label", "label_probability"],
                    storage_options=storage_options)
     return keogram_from_dataset(ds, axis=axis, coordinate=coordinate)

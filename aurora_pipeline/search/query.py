@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from aurora_pipeline.errors import BadInputError, CheckpointError, StoreError
-from aurora_pipeline.hours import to_hour, to_time
+from aurora_pipeline.hours import time_range, to_hour, to_time
+from aurora_pipeline.source.sites import check_site
 from aurora_pipeline.search.config import QueryConfig
 from aurora_pipeline.search.saved import SavedIndex, index_location, load_index
 from aurora_pipeline.search.index import normalized
@@ -62,7 +63,7 @@ def open_index(store, index: str | None = None, storage_options: dict | None = N
 
 def stored_query(st: Store, saved: SavedIndex, site: str, time) -> Query:
     """The stored frame of ``site`` nearest to ``time`` (within 5 s), with its embedding."""
-    site, t = site.lower(), to_time(time)
+    site, t = check_site(site, "--site"), to_time(time)
     if t is None:
         raise BadInputError("time", "is required with --site", "give the frame's UT time, e.g. 2011-01-06T04:12:03")
     hour = to_hour(t)
@@ -250,6 +251,7 @@ def find_similar(st: Store, saved: SavedIndex, query: Query, *, k: int = QueryCo
         than ``k`` rows when fewer frames pass the filters.
     """
     QueryConfig(k=k, oversample=oversample, min_separation=str(min_separation), nprobe=nprobe)
+    start, end = time_range(start, end)
     if len(query.vector) != saved.vectors.params["d"]:
         raise BadInputError(query.source, f"a {len(query.vector)}-d query for an index of {saved.vectors.params['d']}-d "
                             "vectors", "query with the index's encoder")
