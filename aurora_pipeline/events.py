@@ -171,8 +171,12 @@ def store_events(store: StoreLike, sites: list[str] | None = None, start=None, e
     asked for by name with nothing stored in the range is an error (StoreError).
     """
     from aurora_pipeline.errors import StoreError
+    from aurora_pipeline.hours import time_range
+    from aurora_pipeline.source.sites import parse_sites
     from aurora_pipeline.store import Store, open_site
 
+    start, end = time_range(start, end)
+    sites = parse_sites(sites, "sites")
     st = Store.open(store, storage_options)
     parts = []
     for site in sites or st.sites():

@@ -33,6 +33,8 @@ import numpy as np
 import xarray as xr
 
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.hours import time_range
+from aurora_pipeline.source.sites import check_site
 from aurora_pipeline.store.core import StoreLike
 from aurora_pipeline.ingest.preprocess import PreprocessConfig, circle_grid_elevation
 from aurora_pipeline.plots import keogram_png as draw
@@ -63,6 +65,8 @@ def keogram(store: StoreLike, site: str, start=None, end=None, *, axis: str = "n
         StoreError: nothing stored for the site and range.
         BadInputError: bad axis / coordinate, or latitude asked without skymap coordinates.
     """
+    start, end = time_range(start, end)  # a reversed range or a site that is no site code, named as such
+    site = check_site(site, "site")
     ds = open_site(store, site, start, end, variables=["frames", "label", "label_probability"],
                    storage_options=storage_options)
     return keogram_from_dataset(ds, axis=axis, coordinate=coordinate)

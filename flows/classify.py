@@ -49,5 +49,8 @@ def classify_frames(store: str, classifier: str, sites: list[str] | None = None,
                     end: str | None = None) -> dict:
     """Write ``label`` and ``label_probability`` for every embedded frame of ``sites`` in [start, end)."""
     summary = label(store, classifier, sites, start, end)
-    get_run_logger().info("classify: %s", summary)
+    logger = get_run_logger()
+    logger.info("classify: %s", summary)
+    for why, n in summary["hours_left_why"].items():
+        logger.warning("classify: %d hour(s) left unlabelled: %s (e.g. %s)", n, why, summary["hours_left_examples"][why])
     return summary

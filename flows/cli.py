@@ -19,13 +19,13 @@ import sys
 from flows import search_cli, where_cli
 from flows._options import config_option
 
+DRAIN_TIMEOUT_S = 30.0  # at most this long waiting for Prefect to send its last events after an error
 
-def _sites(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    from aurora_pipeline.source.archive import check_site_codes
 
-    return check_site_codes([s for s in text.split(",") if s.strip()], "--sites")
+def _sites(value: str | list[str] | None) -> list[str] | None:
+    from aurora_pipeline.source.sites import parse_sites
+
+    return parse_sites(value, "--sites")
 
 
 def _positive(text: str) -> int:
@@ -203,15 +203,18 @@ def main(argv: list[str] | None = None) -> int:
             return code
     args = build_parser().parse_args(argv)
     handler = _HANDLERS[args.command]
-    if args.command not in _NO_FLOW:
-        _prepare_prefect(args.debug)
     try:
+        check_values(args)  # at the edge, before any flow starts
+        if args.command not in _NO_FLOW:
+            _prepare_prefect(args.debug)
         result = handler(args)
     except Exception as err:
         from aurora_pipeline.errors import AuroraError
 
+        err = _named_damage(err, args)
         if not isinstance(err, AuroraError) or args.debug:
             raise  # a bug, or --debug: the whole traceback
+        _drain_prefect()  # Prefect's last log lines come before ours, not after
         print(f"aurora-pipeline {args.command}: error: {err}", file=sys.stderr)  # once, one line
         return 2
     if isinstance(result, int):
@@ -219,6 +222,55 @@ def main(argv: list[str] | None = None) -> int:
     if result is not None:
         print(json.dumps(_json_ready(result), indent=2, default=str, allow_nan=False))
     return 0
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """Check (and normalise in place) the values of a parsed command with the library's own checks:
+    the time range (``hours.time_range``, offsets converted to UT), site codes (``sites.parse_sites``),
+    and the counts and sizes a flow would otherwise refuse only after it started."""
+    from aurora_pipeline.hours import range_text
+    from aurora_pipeline.source.sites import check_site, parse_sites
+    from aurora_pipeline.values import optional_positive_int
+
+    given = vars(args)
+    if "start" in given and "end" in given:
+        args.start, args.end = range_text(args.start, args.end)
+    if given.get("sites") is not None:
+        args.sites = parse_sites(args.sites, "--sites")
+    if given.get("site") is not None:
+        args.site = check_site(args.site, "--site")
+    if args.command == "ingest" and args.image_size is not None:
+        from aurora_pipeline.ingest.preprocess import PreprocessConfig
+
+        PreprocessConfig(image_size=args.image_size)
+    if args.command == "pretrain":
+        from aurora_pipeline.encoder.train import PretrainConfig
+
+        optional_positive_int(args.max_frames, "--max-frames", "give --max-frames 1 or more, or leave it out for all")
+        PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=args.seed,
+                       **({} if args.image_size is None else {"image_size": args.image_size}))
+
+
+def _named_damage(err: Exception, args: argparse.Namespace) -> Exception:
+    """A metadata file of the store that is not JSON is the user's damaged store, named; else ``err``."""
+    import json
+
+    if not isinstance(err, (json.JSONDecodeError, UnicodeDecodeError)) or not getattr(args, "store", None):
+        return err
+    from aurora_pipeline.store.damage import damage_error
+
+    return damage_error(args.store) or err
+
+
+def _drain_prefect() -> None:
+    """Let Prefect's background services (events, logs) finish, so their last words come before ours."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (EventsWorker, APILogWorker):  # what Prefect itself drains at exit, after our line
+        worker.drain_all(timeout=DRAIN_TIMEOUT_S)
 
 
 def _run_in_warm_runner(argv: list[str]) -> int | None:
@@ -230,10 +282,18 @@ def _run_in_warm_runner(argv: list[str]) -> int | None:
     from flows.command_runner import run_in_runner
     from flows.local_server import choose_api
 
-    env = dict(os.environ)
-    if choose_api(env) != "local-server":
+    env, debug = dict(os.environ), "--debug" in argv
+    api = choose_api(env)
+    if api != "local-server":
+        if debug:
+            from flows.local_server import prefect_home
+
+            why = ("PREFECT_API_URL (or the Prefect profile) names a server" if api == "configured" else
+                   f"no `aurora-pipeline server start` server is running for the Prefect home {prefect_home(env)} "
+                   "(PREFECT_HOME); a runner serves only the Prefect home it was started with")
+            print(f"aurora-pipeline: the warm runner is not used: {why}; running here", file=sys.stderr)
         return None
-    return run_in_runner(argv, env, debug="--debug" in argv)
+    return run_in_runner(argv, env, debug=debug)
 
 
 def _prepare_prefect(debug: bool) -> None:

@@ -169,9 +169,16 @@ def run_in_runner(argv: list[str], environ: dict | None = None, debug: bool = Fa
     is absent or would not run it the way a new process does (the caller runs it itself)."""
     env = os.environ if environ is None else environ
     if env.get(OFF_SWITCH):
+        if debug:
+            print(f"aurora-pipeline: the warm runner is not used: {OFF_SWITCH} is set; running here", file=sys.stderr)
         return None
     path = socket_path(env)
     if not _private_folder(path.parent, create=False) or not path.exists():
+        if debug:
+            from flows.local_server import prefect_home
+
+            print(f"aurora-pipeline: the warm runner is not used: none listens for the Prefect home "
+                  f"{prefect_home(env)} (no {path}); running here", file=sys.stderr)
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

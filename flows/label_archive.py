@@ -44,7 +44,7 @@ def find_new(archive, store, sites, lookback_days, reconcile):
 
 @task(**RETRY)
 def ingest_new(files, store, image_size, dask_address):
-    cfg = PreprocessConfig(image_size=image_size) if image_size else None  # None: the store's own setting
+    cfg = PreprocessConfig(image_size=image_size) if image_size is not None else None  # None: the store's own setting
     with dask_client(dask_address) as client:
         return ingest(files, store, cfg, client=client, skip_stored=False)
 

@@ -71,9 +71,9 @@ def pretrain_encoder_flow(
     ``image_size`` None trains at the side of the store's frames (no resizing)."""
     # bad settings are refused before any frame is read
     cfg = PretrainConfig(epochs=epochs, batch_size=batch_size, device=device, seed=seed,
-                         image_size=image_size or PretrainConfig.image_size, mixed_precision=mixed_precision)
+                         image_size=PretrainConfig.image_size if image_size is None else image_size, mixed_precision=mixed_precision)
     frames, provenance = load_frames(store, sites, start, end, max_frames, seed)
     cfg = dataclasses.replace(cfg, image_size=encoder_input_size(frames, image_size))
     get_run_logger().info("training at %d x %d pixels (%s) on %d frames", cfg.image_size, cfg.image_size,
-                          "asked" if image_size else "the store's frame size", len(frames))
+                          "asked" if image_size is not None else "the store's frame size", len(frames))
     return train(frames, provenance, checkpoint, cfg, resume)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 
 
-def _sites(text: str | None) -> list[str] | None:
-    return [s.strip().lower() for s in text.split(",") if s.strip()] if text else None
+def _sites(value: str | list[str] | None) -> list[str] | None:
+    from aurora_pipeline.source.sites import parse_sites
+
+    return parse_sites(value, "--sites")
 
 
 def add_parsers(sub) -> None:

@@ -22,7 +22,7 @@ from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.plots import confusion_matrix_png
 from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.embed.stored import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
-from aurora_pipeline.store.stages import run_small_stage
+from aurora_pipeline.store.stages import run_small_stage, stored_hours
 from aurora_pipeline.store.writer import ensure_labels
 
 FACT = "classifier"
@@ -130,10 +130,32 @@ def label_rows(proba: np.ndarray) -> dict[str, np.ndarray]:
     return {"label": np.argmax(proba, axis=1).astype(np.int8), "label_probability": proba.astype(np.float32)}
 
 
+def hours_left(st: Store, sites, start, end, only, encoder_id: str) -> dict:
+    """The stored hours a stage of ``encoder_id``'s embeddings leaves alone, counted by why.
+
+    Returns ``{"hours_left": n, "hours_left_why": {reason: count}, "hours_left_examples": {reason: hour}}``,
+    a reason being "not embedded yet" or "embedded by encoder X, not Y".
+    """
+    sites = [s.lower() for s in (sites or st.sites())]
+    why: dict[str, list[str]] = {}
+    for ref in stored_hours(st, sites, start, end, only):
+        if ref.embedding_model == encoder_id:
+            continue
+        reason = (f"embedded by encoder {ref.embedding_model}, not {encoder_id}" if ref.embedding_model
+                  else "not embedded yet")
+        why.setdefault(reason, []).append(ref.name)
+    return {"hours_left": sum(len(v) for v in why.values()),
+            "hours_left_why": {k: len(v) for k, v in why.items()},
+            "hours_left_examples": {k: v[0] for k, v in why.items()}}
+
+
 def classify_store(store: StoreLike, clf, *, sites=None, start=None, end=None, storage_options: dict | None = None,
                    only: set | None = None) -> dict:
     """Write labels for every hour embedded by the classifier's encoder; hours already labelled
-    by this classifier are skipped. ``only``: (site, datetime64[h]) pairs to limit to."""
+    by this classifier are skipped. ``only``: (site, datetime64[h]) pairs to limit to.
+
+    The result counts the hours left unlabelled (``hours_left``, with why: embedded by another
+    encoder, or not yet), so none goes unmentioned."""
     st = Store.open(store, storage_options, mode="a")
     todo, done = pending_hours(st, sites, start, end, only, encoder_id=clf.encoder_id, fact=FACT,
                                value=clf.classifier_id,
@@ -153,4 +175,5 @@ def classify_store(store: StoreLike, clf, *, sites=None, start=None, end=None, s
     for r in todo:
         labelled.setdefault(r.site, []).append(str(r.hour))
     return {"hours_labelled": len(todo), "hours_skipped": len(done),
+            **hours_left(st, sites, start, end, only, clf.encoder_id),
             "label_counts": dict(zip(clf.class_names, counts.tolist())), "labelled": labelled}

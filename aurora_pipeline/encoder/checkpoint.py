@@ -306,12 +306,32 @@ def load_training_state(checkpoint: str | os.PathLike) -> tuple[dict, dict[str, 
 
     ``training_state`` is loaded with ``torch.load(weights_only=True)`` (no code runs).
     """
+    import pickle
+
     sidecar, blobs = read_verified(str(checkpoint), (ENCODER_FILE, HEAD_FILE, TRAINING_FILE))
     try:
         state = torch.load(io.BytesIO(blobs.pop(TRAINING_FILE)), map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors come in many types; the cause is kept in the message
-        raise CheckpointError(f"{checkpoint}: {TRAINING_FILE} cannot be read safely ({err}). Fix: resume from another epoch.") from None
+    except pickle.UnpicklingError:  # torch's own text advises weights_only=False: never pass it on
+        raise CheckpointError(f"{checkpoint}/{TRAINING_FILE}: not a safe checkpoint file: it holds pickled objects "
+                              "besides tensors, which aurora-pipeline never loads (nothing in it was run). "
+                              f"Fix: {_other_epochs_fix(checkpoint)}") from None
+    except Exception as err:  # noqa: BLE001 - a damaged file: its first line says how
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{checkpoint}/{TRAINING_FILE}: cannot be read ({first}). "
+                              f"Fix: {_other_epochs_fix(checkpoint)}") from None
     return sidecar, blobs, state
+
+
+def _other_epochs_fix(checkpoint: str | os.PathLike) -> str:
+    """How to resume from another epoch of the run ``checkpoint`` belongs to (naming the ones there)."""
+    here = Path(checkpoint)
+    run = here.parent
+    others = sorted(p.name for p in run.glob("epoch-[0-9]*") if p.is_dir() and p.name != here.name)
+    if not others:
+        return (f"no other epoch is kept in {run}: start the training again in a new checkpoint directory "
+                "(or delete this run)")
+    return (f"resume from another epoch: move {here.name} out of {run}, then --resume continues from the newest "
+            f"complete epoch left ({others[-1]}; kept: {', '.join(others)})")
 
 
 def load_encoder(

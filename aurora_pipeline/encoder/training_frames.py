@@ -15,6 +15,7 @@ from aurora_pipeline.errors import StoreError
 from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.store.stages import stored_hours
 from aurora_pipeline.store import layout
+from aurora_pipeline.values import optional_positive_int
 
 
 def load_training_frames(
@@ -32,6 +33,8 @@ def load_training_frames(
     Provenance names the store, sites, time range, hours, frame count and sampling.
     Raises ``StoreError`` when nothing matches.
     """
+    max_frames = optional_positive_int(max_frames, "max_frames", "give --max-frames 1 or more, or leave it "
+                                       "out to train on every frame")
     st = Store.open(store, storage_options)
     sites = [s.lower() for s in (sites or st.sites())]
     pieces = []  # (site, year, first slot, stop slot): whole store chunks of the stored frames

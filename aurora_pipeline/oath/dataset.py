@@ -205,7 +205,7 @@ class OathDataset:
             raise BadInputError(
                 self.root, f"the images have different sizes {sorted(shapes)}.", "pass image_size to resize them."
             )
-        out_shape = (image_size, image_size) if image_size else (green[0].shape if green else (256, 256))
+        out_shape = (image_size, image_size) if image_size is not None else (green[0].shape if green else (256, 256))
         out = np.empty((len(paths), *out_shape), dtype=np.float32)
         for start in range(0, len(green), 256):  # bounded memory for the float copies
             chunk = green[start : start + 256]

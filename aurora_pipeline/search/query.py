@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from aurora_pipeline.errors import BadInputError, CheckpointError, StoreError
-from aurora_pipeline.hours import to_hour, to_time
+from aurora_pipeline.hours import time_range, to_hour, to_time
 from aurora_pipeline.search.catalog import DEAD
+from aurora_pipeline.source.sites import check_site
 from aurora_pipeline.search.config import QueryConfig
 from aurora_pipeline.search.fresh import build_command, compare, exact_candidates
 from aurora_pipeline.search.saved import SavedIndex, index_location, load_index
@@ -76,9 +77,7 @@ def stored_query(st: Store, saved: SavedIndex, site: str, time) -> Query:
         BadInputError: an unknown site code, no stored frame there.
         StoreError: the frame's hour is embedded by another encoder than the index's (or none).
     """
-    from aurora_pipeline.source.archive import check_site_codes
-
-    site, t = check_site_codes([site], "--site")[0], to_time(time)
+    site, t = check_site(site, "--site"), to_time(time)
     if t is None:
         raise BadInputError("time", "is required with --site", "give the frame's UT time, e.g. 2011-01-06T04:12:03")
     hour = to_hour(t)
@@ -269,6 +268,7 @@ def find_similar(st: Store, saved: SavedIndex, query: Query, *, k: int = QueryCo
         than ``k`` rows when fewer frames pass the filters.
     """
     QueryConfig(k=k, oversample=oversample, min_separation=str(min_separation), nprobe=nprobe)
+    start, end = time_range(start, end)
     if len(query.vector) != saved.vectors.params["d"]:
         raise BadInputError(query.source, f"a {len(query.vector)}-d query for an index of {saved.vectors.params['d']}-d "
                             "vectors", "query with the index's encoder")

@@ -27,8 +27,8 @@ import numpy as np
 
 from aurora_pipeline.atomic import atomic_file
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.hours import to_hour  # the one hour parser, also re-exported for the listing
-from aurora_pipeline.source.sites import SITES
+from aurora_pipeline.hours import time_range, to_hour  # noqa: F401 - the one hour parser, re-exported for the listing
+from aurora_pipeline.source.sites import check_site_codes
 
 ARCHIVE_NAME = re.compile(r"^thg_l1_asf_(?P<site>[a-z0-9]{4})_(?P<hour>\d{10})_v(?P<version>\d{2})\.cdf$")
 
@@ -109,9 +109,10 @@ def list_archive(
             "point --archive at the root above thg/, laid out as "
             "thg/l1/asi/<site>/<YYYY>/<MM>/thg_l1_asf_<site>_<YYYYMMDDHH>_v01.cdf",
         )
-    t0, t1 = to_hour(start), to_hour(end)
-    if t0 is not None and t1 is not None and t1 <= t0:
-        raise BadInputError(f"{start}..{end}", "the end is not after the start", "give --end later than --start")
+    t0, t1 = time_range(start, end)  # refuses an empty or reversed range
+    # the hours that overlap [start, end): from the start's hour to the hour that holds the end's last instant
+    t0 = None if t0 is None else to_hour(t0)
+    t1 = None if t1 is None else to_hour(t1 - np.timedelta64(1, "ms")) + np.timedelta64(1, "h")
     if sites is None:
         sites = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in _ls(fs, asi) if e["type"] == "directory")
     found: dict[tuple[str, str], ArchiveFile] = {}
@@ -140,24 +141,6 @@ def list_archive(
                 if key not in found or found[key].version < f.version:
                     found[key] = f
     return sorted(found.values(), key=lambda f: (f.site, f.hour))
-
-
-def check_site_codes(sites, source: str = "sites") -> list[str]:
-    """The asked site codes, lower-cased, each checked against the THEMIS imagers' codes.
-
-    Raises:
-        BadInputError: a code that is not one of ``SITES`` (a typo such as ``gakk``), or no codes.
-    """
-    if isinstance(sites, str):
-        sites = [sites]
-    codes = [str(s).strip().lower() for s in sites]
-    unknown = [c for c in codes if c not in SITES]
-    if unknown:
-        raise BadInputError(source, f"unknown THEMIS ASI site code(s) {unknown}",
-                            f"use four-letter codes from: {', '.join(sorted(SITES))}")
-    if not codes:
-        raise BadInputError(source, "is an empty list of sites", "name at least one site, or leave it out for all")
-    return list(dict.fromkeys(codes))
 
 
 def sites_without_files(sites: list[str] | None, files: list[ArchiveFile]) -> list[str]:

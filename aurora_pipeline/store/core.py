@@ -105,6 +105,9 @@ class Store:
             return None
         except PermissionError as err:
             raise StoreError(f"{self.url}: cannot be read ({err}). Fix: check the path's permissions.") from None
+        except (ValueError, UnicodeDecodeError):  # zarr.json not JSON (JSONDecodeError is a ValueError)
+            raise_if_damaged(self)
+            raise
 
     # --- the catalogue ---------------------------------------------------------------------------
     @property
@@ -168,7 +171,11 @@ class Store:
             if not create:
                 return None
             self._create_year(site, int(year))
-        group = zarr.open_group(self.zs, path=layout.year_path(site, year), mode="r" if self.mode == "r" else "r+")
+        try:
+            group = zarr.open_group(self.zs, path=layout.year_path(site, year), mode="r" if self.mode == "r" else "r+")
+        except (ValueError, UnicodeDecodeError):
+            raise_if_damaged(self)
+            raise
         self._years[key] = group
         return group
 
@@ -221,6 +228,15 @@ def open_store(store: StoreLike, storage_options: dict | None = None, mode: str 
     """The one edge where a store is opened: a path or URL becomes a ``Store`` (``Store.open``),
     a ``Store`` is handed on as it is (reopened for writing when ``mode="a"`` asks for it)."""
     return Store.open(store, storage_options, mode)
+
+
+def raise_if_damaged(st: Store) -> None:
+    """Raise the BadInputError that names the store's damaged metadata, if any is (see damage.py)."""
+    from aurora_pipeline.store.damage import damage_error
+
+    err = damage_error(st)
+    if err is not None:
+        raise err from None
 
 
 def _check_local_path(path: str, mode: str) -> None:

@@ -18,7 +18,8 @@ import pandas as pd
 import xarray as xr
 
 from aurora_pipeline.errors import BadInputError, StoreError
-from aurora_pipeline.hours import to_hour, to_time
+from aurora_pipeline.hours import time_range, to_hour, to_time
+from aurora_pipeline.source.sites import check_site
 from aurora_pipeline.store import layout
 from aurora_pipeline.store.core import Store, StoreLike
 from aurora_pipeline.store.facts import FACTS, read_facts
@@ -51,6 +52,7 @@ def _hours_in_range(year: int, stored: np.ndarray, start, end) -> np.ndarray:
 
 def hour_facts(store: StoreLike, site: str, start=None, end=None, *, storage_options: dict | None = None) -> pd.DataFrame:
     """One row per stored hour of ``site`` overlapping [start, end): the hour, its position and every fact."""
+    start, end = time_range(start, end)
     st = Store.open(store, storage_options)
     frames = []
     for year in years_in(st, site, start, end):
@@ -206,7 +208,13 @@ def _read_years(st: Store, site: str, years: list[int], start, end, variables) -
     async def read_all():
         return await asyncio.gather(*(_read_year(g, y, start, end, variables) for g, y in zip(groups, years)))
 
-    return [p for p in sync(read_all()) if p is not None]
+    try:
+        return [p for p in sync(read_all()) if p is not None]
+    except (ValueError, UnicodeDecodeError):  # an array's zarr.json that is not JSON: name it
+        from aurora_pipeline.store.core import raise_if_damaged
+
+        raise_if_damaged(st)
+        raise
 
 
 def _lazy_rows(array, slots: np.ndarray, rows: int):
@@ -358,10 +366,13 @@ def open_site(store: StoreLike, site: str, start=None, end=None, *, variables: l
     far as the stages have written them (``variables`` keeps only some). Values of an hour
     whose stage has not completed are missing. Raises StoreError when nothing is stored.
     """
+    start, end = time_range(start, end)
     st = Store.open(store, storage_options)
     site = site.lower()
     pieces = _read_years(st, site, years_in(st, site, start, end), start, end, variables)
     if not pieces:
+        if site not in st.sites():
+            check_site(site, "site")  # a typo or a path is named as such, not as "not stored"
         raise StoreError(f"{st.url}: no stored hours for site {site!r} in [{start}, {end}). Sites in the store: "
                          f"{', '.join(st.sites()) or 'none'}. Fix: ingest that site and time range first.")
     return _site_dataset(st, site, pieces)
@@ -375,6 +386,7 @@ def open_sites(store: StoreLike, sites: list[str] | None = None, start=None, end
     labelled with that class (frames with no label are skipped). ``variables`` defaults to
     every variable but ``frames`` (heavy).
     """
+    start, end = time_range(start, end)
     st = Store.open(store, storage_options)
     sites = [s.lower() for s in (sites or st.sites())]
     unknown = [s for s in sites if s not in st.sites()]

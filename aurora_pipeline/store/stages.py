@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aurora_pipeline.hours import time_range
 from aurora_pipeline.store import layout
 from aurora_pipeline.store.core import Store
 from aurora_pipeline.store.facts import read_facts
@@ -59,6 +60,7 @@ def stored_hours(st: Store, sites, start=None, end=None, only: set | None = None
 
     ``only``: a set of (site, datetime64[h]) pairs to keep (the nightly run's hours).
     """
+    start, end = time_range(start, end)
     refs = []
     for site in sites:
         for year in years_in(st, site, start, end):

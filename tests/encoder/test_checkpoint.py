@@ -181,8 +181,12 @@ def test_training_state_with_code_refused(run):
     sidecar = json.loads((run / "final" / ckpt.SIDECAR_FILE).read_text())
     sidecar["files"][ckpt.TRAINING_FILE] = hashlib.sha256(buffer.getvalue()).hexdigest()
     _rewrite_sidecar(run / "final", files=sidecar["files"])
-    with pytest.raises(CheckpointError, match="cannot be read safely"):
+    with pytest.raises(CheckpointError) as caught:
         ckpt.load_training_state(run / "final")
+    message = str(caught.value)  # issue 18 item 15: one line, no torch text advising weights_only=False
+    assert "training_state.pt: not a safe checkpoint file" in message and "nothing in it was run" in message
+    assert "\n" not in message and "weights_only" not in message
+    assert "resume from another epoch: move final out of" in message and "kept: epoch-0001" in message
 
 
 def test_latest_complete_skips_an_interrupted_save(run, parts):

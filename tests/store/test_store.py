@@ -285,6 +285,28 @@ def test_convert_store_copies_frames_and_times(tmp_path):
     assert read_inventory(tmp_path / "new.zarr").file.tolist() == ["thg_l1_asf_gako_2011010617_v01.cdf"]
 
 
+def test_convert_store_refuses_a_new_place_that_is_not_empty(tmp_path):
+    """issue 18 item 1: converting onto an existing store overwrote its hours; now nothing is written."""
+    from aurora_pipeline.errors import BadInputError
+    from aurora_pipeline.store.legacy import convert_store
+
+    _old_layout_store(tmp_path / "old.zarr")
+    existing = _store(tmp_path / "existing.zarr")
+    hour, times, frames = _hour("2011010617", n=48)
+    write_hour(existing, "gako", hour, times, frames, source_file="mine.cdf")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "existing.zarr").rglob("*") if p.is_file())
+    with pytest.raises(BadInputError, match=r"existing\.zarr: is not a new, empty place: it holds an existing store"):
+        convert_store(str(tmp_path / "old.zarr"), str(tmp_path / "existing.zarr"))
+    after = sorted(p.relative_to(tmp_path) for p in (tmp_path / "existing.zarr").rglob("*") if p.is_file())
+    assert after == before and open_site(tmp_path / "existing.zarr", "gako").sizes["time"] == 48
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    with pytest.raises(BadInputError, match=r"it holds other files \(1 entries: mine\.txt\)"):
+        convert_store(str(tmp_path / "old.zarr"), str(tmp_path / "notes"))
+    (tmp_path / "empty").mkdir()  # an empty folder is a new place
+    assert convert_store(str(tmp_path / "old.zarr"), str(tmp_path / "empty"))["hours"] == 1
+
+
 def test_s3_writers_take_the_lock_and_keep_every_row(s3_env):
     s3_env.make_bucket("locks")
     url = "s3://locks/store.zarr"
@@ -322,3 +344,7 @@ def test_convert_store_command(tmp_path):
     bad = subprocess.run([str(exe), "convert-store", str(tmp_path / "missing.zarr"), str(tmp_path / "x.zarr")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "no hour groups of the old layout" in bad.stderr and "Traceback" not in bad.stderr
+    again = subprocess.run([str(exe), "convert-store", str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")],
+                           capture_output=True, text=True, timeout=300)  # onto the store it just wrote
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+    assert "is not a new, empty place: it holds an existing store" in again.stderr

@@ -105,6 +105,21 @@ def test_classifier_of_another_encoder_is_refused(embedded, labelled, tmp_path):
         classify_store(store, foreign)
 
 
+def test_classify_says_how_many_hours_it_left_and_why(embedded, labelled, tmp_path):
+    """issue 18 item 8: hours embedded by another encoder were neither labelled nor counted."""
+    root, _, store, _ = embedded
+    _, clf, _ = labelled
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(store, copy)
+    other = _train(copy, tmp_path / "other", seed=1)
+    embed_with_checkpoint(copy, str(tmp_path / "other"), sites=["gill"], device="cpu", overwrite=True)
+    summary = classify_store(copy, clf)
+    why = f"embedded by encoder {other.model_id}, not {clf.encoder_id}"
+    assert summary["hours_left"] == 2 and summary["hours_left_why"] == {why: 2}
+    assert summary["hours_left_examples"][why] == "gill/2011-01-06T04"
+    assert summary["hours_labelled"] == 0 and summary["hours_skipped"] == 2  # gako: labelled before the copy
+
+
 def test_labels_csv_with_unmatched_rows_is_counted(embedded, tmp_path):
     root, archive, store, _ = embedded
     bad = pd.read_csv(archive / "labels.csv")
