@@ -33,6 +33,7 @@ import numpy as np
 
 from aurora_pipeline.errors import BadInputError, StoreError
 from aurora_pipeline.ingest.driver import IngestReport, ingest, plan
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, check_site_codes, list_archive, sites_without_files
 from aurora_pipeline.store.core import utc_now
@@ -75,6 +76,8 @@ class NightlyConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise BadInputError(name, f"must be a whole number >= 1, got {value!r}", f"give e.g. {name}=30"
                                     if name == "lookback_days" else f"give e.g. {name}=512")
+        asked = {k: getattr(self, k) for k in ("image_size", "min_elevation", "map_altitude_km")}
+        PreprocessConfig(**{k: v for k, v in asked.items() if v is not None})  # the ingest's own checks, up front
         if self.device not in DEVICES:
             raise BadInputError("device", f"must be one of {', '.join(DEVICES)}, got {self.device!r}",
                                 "use auto (a GPU when there is one), cpu or cuda")

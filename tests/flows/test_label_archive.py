@@ -297,6 +297,13 @@ def test_a_night_ingests_with_the_stores_own_skymaps(models, tmp_path):
     assert runs["files_new"].tolist() == [1, 1] and runs["files_ingested"].tolist() == [1, 0]
 
 
+def test_nightly_settings_are_checked_before_the_night_starts():
+    for bad in ({"image_size": 0}, {"lookback_days": 0}, {"device": "tpu"}, {"sites": ("gakk",)},
+                {"map_altitude_km": 100.0}):
+        with pytest.raises(BadInputError):
+            NightlyConfig(checkpoint="c", classifier="k", **bad)
+
+
 def test_label_archive_options_are_the_nightly_configs_fields():
     """The flow's parameters, the command's options and the deployment's parameters are
     NightlyConfig's fields with its defaults: a setting added there and not here fails."""
