@@ -38,5 +38,9 @@ class StoreError(AuroraError):
     """The Zarr store is not in the state an operation needs (refused to overwrite, mixed models...)."""
 
 
+class NoStoreError(StoreError):
+    """No store exists at the path or URL (opened for reading before any ingest made one)."""
+
+
 class CheckpointError(AuroraError):
     """A checkpoint or saved classifier is truncated, foreign or does not match."""

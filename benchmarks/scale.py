@@ -158,7 +158,7 @@ def scaling(sizes: Sizes, models: Models, work: Path) -> None:
 def direct_night(archive: str, store: str, models: Models) -> dict:
     """What the flow does, as plain library calls (the flow's task bodies in its order)."""
     started = time.perf_counter()
-    todo, stored = find_new_files(archive, store, sites=SITES, reconcile=True)
+    todo, stored = find_new_files(archive, store, start=None, end=None, sites=SITES)  # reconcile: the whole archive
     with dask_client() as client:
         report = ingest(todo, store, PreprocessConfig(image_size=IMAGE_SIZE), client=client, skip_stored=False)
     only = hour_names([o.file for o in report.ingested])

@@ -168,17 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="expected SHA256 of oath_v1.1_20181026.tgz (with --download)")
     p.add_argument("--sha256-url", help="where the release's SHA256 list is (with --download)")
 
+    # label-archive: the options are aurora_pipeline.nightly.NightlyConfig's fields, with its defaults
+    # (tests/flows/test_label_archive.py checks they agree)
     p = sub.add_parser("label-archive", help="run the flow label-archive: the nightly labelling of new files")
-    p.add_argument("--archive", required=True)
-    p.add_argument("--store", required=True)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--classifier", required=True)
+    p.add_argument("--archive", required=True, help="local directory, https:// mirror root or s3://bucket/prefix")
+    p.add_argument("--store", required=True, help="Zarr store path or s3:// URL")
+    p.add_argument("--checkpoint", required=True, help="encoder checkpoint (pretrain's run directory or a .pt file)")
+    p.add_argument("--classifier", required=True, help="classifier directory from `fit-classifier`")
     p.add_argument("--centroids", help="centroids directory from `cluster` (optional)")
-    p.add_argument("--sites")
-    p.add_argument("--lookback-days", type=int, default=30)
+    p.add_argument("--sites", help="comma-separated four-letter site codes, e.g. gako,gill (default: all)")
+    p.add_argument("--lookback-days", type=int, default=30,
+                   help="the window reaches this many days back from the run's hour (30)")
     p.add_argument("--reconcile", action="store_true", help="compare the whole archive, not only the look-back window")
-    p.add_argument("--dask-address")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--image-size", type=int, help="side in pixels of the stored frames (default: the store's own "
+                   "setting, 128 for a new store)")
+    p.add_argument("--skymaps", help="UCalgary skymap tree (folder, https:// mirror or s3://) (default: the one the "
+                   "store recorded when it was ingested with --skymaps; none: the inscribed circle)")
+    p.add_argument("--min-elevation", type=float,
+                   help="with skymaps: elevation cut in degrees (default: the store's own, 13.5 for a new store)")
+    p.add_argument("--map-altitude", type=float, choices=[90.0, 110.0, 150.0],
+                   help="with skymaps: altitude (km) of the stored lat/lon (default: the store's own, 110 for a new "
+                   "store)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device of the embedding")
+    p.add_argument("--embed-batch-size", type=int, default=512, help="frames per forward pass of the encoder (512)")
+    p.add_argument("--dask-address", help="scheduler address of an existing Dask cluster (default: a LocalCluster)")
 
     p = sub.add_parser("demo", help="the whole chain on a synthetic archive, on this machine")
     config_option(p, DemoConfig, "workdir")
@@ -465,8 +478,9 @@ def _label_archive(args):
 
     return label_archive(archive=args.archive, store=args.store, checkpoint=args.checkpoint,
                          classifier=args.classifier, centroids=args.centroids, sites=_sites(args.sites),
-                         lookback_days=args.lookback_days, reconcile=args.reconcile,
-                         dask_address=args.dask_address, device=args.device)
+                         lookback_days=args.lookback_days, reconcile=args.reconcile, image_size=args.image_size,
+                         skymaps=args.skymaps, min_elevation=args.min_elevation, map_altitude_km=args.map_altitude,
+                         device=args.device, embed_batch_size=args.embed_batch_size, dask_address=args.dask_address)
 
 
 _NO_FLOW = {"server", "synth-archive", "synth-oath", "keogram", "events", "convert-store"}  # no flow: no Prefect API

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aurora_pipeline.dask_cluster import dask_client
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.ingest.driver import IngestReport, ingest, store_config
+from aurora_pipeline.ingest.driver import IngestReport, ingest
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
+from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, list_archive, sites_without_files
 from flows._retry import RETRY
 
@@ -23,11 +22,8 @@ def list_files(archive: str, sites: list[str] | None, start: str | None, end: st
 @task(cache_policy=NO_CACHE)
 def ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km) -> PreprocessConfig:
     """The preprocessing setting asked for, the store's own for what was not asked."""
-    base = store_config(store, PreprocessConfig(fov="elevation" if skymaps else "circle"))
-    changes = {"image_size": image_size} if image_size is not None else {}  # 0 is refused, not "unset"
-    if skymaps:
-        changes.update(fov="elevation", min_elevation=min_elevation, map_altitude_km=map_altitude_km)
-    return dataclasses.replace(base, **changes)
+    elevation = {"min_elevation": min_elevation, "map_altitude_km": map_altitude_km} if skymaps else {}
+    return resolve_preprocess(store, image_size=image_size, skymaps=skymaps, **elevation)
 
 
 def ingest_files(files: list[ArchiveFile], store: str, cfg: PreprocessConfig, dask_address: str | None,

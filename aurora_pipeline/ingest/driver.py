@@ -21,7 +21,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,9 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from aurora_pipeline import __version__
-from aurora_pipeline.errors import BadInputError, StoreError
+from aurora_pipeline.errors import BadInputError, NoStoreError
 from aurora_pipeline.hours import hour_range, hour_stamp
 from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
+from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
 from aurora_pipeline.source.cdf import read_asi_cdf
 from aurora_pipeline.store.core import Store, StoreLike, utc_now
@@ -94,22 +97,17 @@ def preprocess_setting(cfg: PreprocessConfig) -> dict:
     return cfg.setting()
 
 
-def store_config(store: StoreLike, default: PreprocessConfig | None = None) -> PreprocessConfig:
-    """The store's preprocessing setting as a config (``default`` or the paper's for a new store)."""
-    try:
-        setting = Store.open(store).preprocess
-    except StoreError:  # no store yet, or not one: the caller's own open says why
-        setting = None
-    return PreprocessConfig(**setting) if setting else (default or PreprocessConfig())
-
-
 def plan(files: list[ArchiveFile], store: StoreLike, *, storage_options: dict | None = None) -> tuple[list[ArchiveFile], list[ArchiveFile]]:
     """Split ``files`` into (to ingest, already stored unchanged).
 
     A file counts as stored when its hour is visible and records the same file name and
-    size. A re-issued file (another size) or a new version is ingested again.
+    size. A re-issued file (another size) or a new version is ingested again. Planning
+    against a store that does not exist yet creates nothing: every file is to ingest.
     """
-    st = Store.open(store, storage_options, mode="a")
+    try:
+        st = Store.open(store, storage_options)
+    except NoStoreError:
+        return list(files), []
     todo, done = [], []
     for site in sorted({f.site for f in files}):
         facts = hour_facts(st, site)
@@ -192,29 +190,47 @@ def ingest(
 ) -> IngestReport:
     """Ingest ``files`` into ``store``, in parallel on ``client`` (a ``distributed.Client``) or serially.
 
-    ``cfg`` None means the store's own preprocessing setting (the paper's for a new store);
-    another setting than the store's is refused (StoreError). Files already stored
-    unchanged are skipped. Failures are appended to the store's failures table; files
-    ingested now are marked resolved there. ``on_outcome(outcome)`` is called as each
-    file finishes. An unexpected error of a file is raised once the others are recorded.
+    ``cfg`` None means the store's own preprocessing setting (``resolve_preprocess``: the
+    paper's for a new store); another setting than the store's is refused (StoreError).
+    Files already stored unchanged are skipped. Failures are appended to the store's
+    failures table; files ingested now are marked resolved there. ``on_outcome(outcome)``
+    is called as each file finishes. An unexpected error of a file is raised once the
+    others are recorded.
 
     ``skymaps`` (a UCalgary skymap tree: folder, https:// mirror or s3://) cuts the field of
     view by elevation (``cfg.fov == "elevation"``) with the skymap valid at each hour, and
-    stores the skymap's el/az/lat/lon on the frames' grid; an hour with no valid skymap is
-    that file's failure.
+    stores the skymap's el/az/lat/lon on the frames' grid. The store records the tree, and
+    a later ingest without ``skymaps`` uses the recorded one. An hour with no valid skymap,
+    or whose skymap cannot be fetched or read, is that file's failure (the row names the
+    skymap file); the other files, of other sites, go on.
+
+    Everything that can refuse the run (the setting, the skymaps) is settled before the
+    store is created or changed: a refused first run leaves no store behind. A first run
+    whose every file lacks a usable skymap raises BadInputError naming the first skymap
+    problem, and creates nothing.
     """
-    st = Store.open(store, storage_options, mode="a")
-    cfg = cfg or store_config(st, PreprocessConfig(fov="elevation") if skymaps else None)
+    existing = _existing_store(store, storage_options)
+    cfg = cfg or resolve_preprocess(existing, skymaps=skymaps)
+    skymaps = skymaps or (existing.skymaps if existing is not None and cfg.fov == "elevation" else None)
     _check_fov(cfg, skymaps)
-    st.set_preprocess(preprocess_setting(cfg), cfg.as_attrs())
-    todo, done = plan(files, st) if skip_stored else (list(files), [])
+    if existing is not None:
+        existing.set_preprocess(preprocess_setting(cfg), cfg.as_attrs())  # refuses another setting than the store's
+    todo, done = plan(files, existing) if skip_stored and existing is not None else (list(files), [])
     report = IngestReport(skipped=done)
     if not todo:
-        return report  # nothing new: the store is left exactly as it was
-    fovs: dict[str, object] = {}
+        return report  # nothing new: the store is left exactly as it was (or not made)
+    skies: dict[str, tuple] = {}
     if cfg.fov == "elevation":
-        todo, fovs, no_skymap = _skymap_fovs(st, todo, cfg, skymaps, skymap_storage_options)
+        todo, skies, no_skymap = _read_skymaps(todo, cfg, skymaps, skymap_storage_options)
         report.outcomes += no_skymap
+        if not todo and existing is None:  # a refused first run makes no store
+            first = no_skymap[0]
+            raise BadInputError(first.file.url, first.problem, f"{first.fix} (No store was made at {store}.)")
+    st = existing or Store.open(store, storage_options, mode="a")
+    st.set_preprocess(preprocess_setting(cfg), cfg.as_attrs())
+    if skymaps:
+        st.set_skymaps(_skymaps_root(skymaps))
+    fovs = _store_skymaps(st, todo, skies, cfg)
     for site in sorted({f.site for f in todo}):
         hide_hours(st, site, [f.hour_start for f in todo if f.site == site])
     kwargs = dict(storage_options=storage_options, archive_storage_options=archive_storage_options)
@@ -262,30 +278,68 @@ def _check_fov(cfg: PreprocessConfig, skymaps: str | None) -> None:
                             "ingest into a new store to use skymaps, or leave --skymaps out")
 
 
-def _skymap_fovs(st: Store, todo, cfg, skymaps, storage_options):
-    """(files that have a skymap, {file url: FieldOfView}, failed outcomes of files without one).
+def _existing_store(store, storage_options: dict | None) -> Store | None:
+    """``store`` opened for writing if it exists; None (and nothing created) if not."""
+    try:
+        return Store.open(Store.open(store, storage_options), mode="a")
+    except NoStoreError:
+        return None
 
-    Each skymap used is read once and its coordinates stored in the site-years that use it.
+
+def _skymaps_root(skymaps: str) -> str:
+    """The skymap tree as recorded in the store: a local folder as an absolute path."""
+    return os.path.abspath(skymaps.removeprefix("file://")) if is_local(skymaps) else skymaps
+
+
+def _read_skymaps(todo, cfg, skymaps, storage_options):
+    """(files with a usable skymap, {file url: (skymap, fov, coords)}, failed outcomes of the others).
+
+    Each skymap needed is fetched and read once. A skymap that is missing, cannot be
+    fetched or cannot be read fails the files that need it, naming it; nothing is written.
     """
     from aurora_pipeline.ingest.preprocess import field_of_view, grid_coordinates
     from aurora_pipeline.source.skymap import read_skymap_file, skymaps_for_files
-    from aurora_pipeline.store.writer import ensure_skymap
 
     chosen, missing = skymaps_for_files(todo, skymaps, storage_options)
     failed = [FileOutcome(f, "failed", problem=missing[f.url].problem, fix=missing[f.url].fix)
               for f in todo if f.url in missing]
-    loaded, fovs = {}, {}
+    loaded: dict[str, tuple | FileOutcome] = {}
+    skies: dict[str, tuple] = {}
     with tempfile.TemporaryDirectory(prefix="aurora-skymaps-") as cache:
         for f in (f for f in todo if f.url in chosen):
             sky_file = chosen[f.url]
             if sky_file.url not in loaded:
-                sky = read_skymap_file(sky_file, cache, storage_options)
-                fov = field_of_view(sky, cfg)
-                loaded[sky_file.url] = (sky, fov, grid_coordinates(sky, fov, cfg))
-            sky, fov, coords = loaded[sky_file.url]
+                try:
+                    sky = read_skymap_file(sky_file, cache, storage_options)
+                    fov = field_of_view(sky, cfg)
+                    loaded[sky_file.url] = (sky, fov, grid_coordinates(sky, fov, cfg))
+                except BadInputError as err:
+                    loaded[sky_file.url] = FileOutcome(f, "failed", problem=f"its skymap {sky_file.url}: {err.problem}",
+                                                       fix=err.fix)
+                except FETCH_ERRORS as err:
+                    loaded[sky_file.url] = FileOutcome(
+                        f, "failed", problem=f"its skymap {sky_file.url} could not be fetched after retries "
+                        f"({type(err).__name__}: {err})",
+                        fix="check the skymaps' address and the network; the next run tries again")
+            got = loaded[sky_file.url]
+            if isinstance(got, FileOutcome):
+                failed.append(dataclasses.replace(got, file=f))
+            else:
+                skies[f.url] = got
+    return [f for f in todo if f.url in skies], skies, failed
+
+
+def _store_skymaps(st: Store, todo, skies: dict[str, tuple], cfg) -> dict[str, object]:
+    """Store each skymap's coordinates in the site-years that use it; {file url: FieldOfView}."""
+    from aurora_pipeline.store.writer import ensure_skymap
+
+    fovs = {}
+    for f in todo:
+        if f.url in skies:
+            sky, fov, coords = skies[f.url]
             ensure_skymap(st, f.site, int(f.hour[:4]), sky, fov, coords, cfg.map_altitude_km)
             fovs[f.url] = fov
-    return [f for f in todo if f.url in chosen], fovs, failed
+    return fovs
 
 
 def _ingest_with_fov(file: ArchiveFile, fov, **kwargs) -> FileOutcome:

@@ -111,12 +111,12 @@ def image_query(st: Store, saved: SavedIndex, raw: np.ndarray, source: str, chec
     """Preprocess a raw frame (y, x) with the store's setting and embed it with the index's encoder."""
     from aurora_pipeline.embed.model import EmbedConfig, embed_frames
     from aurora_pipeline.encoder.checkpoint import load_encoder
-    from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
+    from aurora_pipeline.ingest.preprocess import preprocess_frames
+    from aurora_pipeline.ingest.setting import resolve_preprocess
 
-    setting = st.preprocess
-    if not setting:
+    if not st.preprocess:
         raise StoreError(f"{st.url}: no preprocessing setting recorded (nothing ingested). Fix: ingest first.")
-    cfg = PreprocessConfig(**setting)
+    cfg = resolve_preprocess(st)
     if cfg.fov != "circle":
         raise BadInputError(source, f"the store's frames were cut to a skymap field of view (fov={cfg.fov!r}), "
                             "which a loose image does not carry", "ingest the file and query by --site/--time")

@@ -23,7 +23,7 @@ import zarr.errors
 import zarr.storage
 
 from aurora_pipeline import __version__
-from aurora_pipeline.errors import StoreError
+from aurora_pipeline.errors import NoStoreError, StoreError
 from aurora_pipeline.store import layout
 from aurora_pipeline.store.facts import FACTS, facts_template
 from aurora_pipeline.store.formats import format_problem
@@ -83,7 +83,7 @@ class Store:
     def _check_format(self, create: bool) -> None:
         attrs = self._root_attrs()
         if attrs is None and not create:
-            raise StoreError(f"{self.url}: no such store. Fix: run `aurora-pipeline ingest --store {self.url}` first.")
+            raise NoStoreError(f"{self.url}: no such store. Fix: run `aurora-pipeline ingest --store {self.url}` first.")
         if create and layout.FORMAT_ATTR not in (attrs or {}):
             # another run may be creating it right now: decide under the catalogue lock, which that run holds
             with store_lock(self, "catalogue"):
@@ -150,6 +150,18 @@ class Store:
             known = dict(root.attrs.get("aurora_encoder_checkpoints", {}))
             if known.get(model_id) != location:
                 root.attrs["aurora_encoder_checkpoints"] = {**known, model_id: location}
+
+    @property
+    def skymaps(self) -> str | None:
+        """Where this store's skymaps come from (the tree its last skymap ingest used), or None."""
+        return self.attrs.get("aurora_skymaps") or None
+
+    def set_skymaps(self, root: str) -> None:
+        """Record the skymap tree (folder, https:// mirror or s3://) an ingest used, for the next runs."""
+        with store_lock(self, "catalogue"):
+            attrs = zarr.open_group(self.zs, mode="r+").attrs
+            if attrs.get("aurora_skymaps") != root:
+                attrs["aurora_skymaps"] = root
 
     def add_history(self, action: str) -> None:
         with store_lock(self, "catalogue"):

@@ -10,6 +10,7 @@ with an explicit ``now``.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,10 @@ from aurora_pipeline.embed.driver import embed_with_checkpoint
 from aurora_pipeline.encoder.training_frames import load_training_frames
 from aurora_pipeline.ingest.driver import ingest
 from aurora_pipeline.classify.driver import fit_from_store
-from aurora_pipeline.nightly import find_new_files
+from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.nightly import NightlyConfig, find_new_files, read_runs, run_night, window
+from aurora_pipeline.store import Store
+from aurora_pipeline.store.failures import read_failures
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.synth.archive import write_synthetic_archive
 from aurora_pipeline.encoder.train import PretrainConfig, pretrain
@@ -195,20 +199,133 @@ def test_find_new_files_looks_back_from_now_and_finds_late_hours(tmp_path):
     archive, store = _stored_archive(tmp_path, [old, stored, late, newest], [stored])
     now = np.datetime64("2011-02-02T00")
 
-    todo, done = find_new_files(str(archive), str(store), sites=[SITE], lookback_days=7, now=now)
+    def new_files(days, reconcile=False):
+        start, end = window(days, reconcile, now)
+        return find_new_files(str(archive), str(store), start=start, end=end, sites=[SITE])
+
+    todo, done = new_files(7)
     # the window [now - 7 days, now] spans two month folders; `old` is outside it
     assert [f.hour for f in todo] == ["2011012803", "2011020122"]
     assert [f.hour for f in done] == ["2011013005"]
 
-    todo, _ = find_new_files(str(archive), str(store), sites=[SITE], lookback_days=3, now=now)
+    todo, _ = new_files(3)
     assert [f.hour for f in todo] == ["2011020122"], "a 3-day look-back still found the 5-day-old hour"
 
-    todo, done = find_new_files(str(archive), str(store), sites=[SITE], lookback_days=7, reconcile=True, now=now)
+    todo, done = new_files(7, reconcile=True)
     assert [f.hour for f in todo] == ["2011012005", "2011012803", "2011020122"]
 
 
 def test_find_new_files_ignores_hours_after_now(tmp_path):
     archive, store = _stored_archive(tmp_path, ["2011-01-30T05", "2011-02-01T03"], [])
-    todo, _ = find_new_files(str(archive), str(store), sites=[SITE], lookback_days=7,
-                             now=np.datetime64("2011-02-01T02"))
+    start, end = window(7, now=np.datetime64("2011-02-01T02"))
+    todo, _ = find_new_files(str(archive), str(store), start=start, end=end, sites=[SITE])
     assert [f.hour for f in todo] == ["2011013005"]
+
+
+# --------------------------------------------------------------------------- the night as a library call (no Prefect)
+
+SKYMAPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "themis" / "skymaps"
+ATHA_SKYMAP = "themis_skymap_atha_20230115-+_v02.sav"
+
+
+def night_config(models: NightlyModels, **changes) -> NightlyConfig:
+    return NightlyConfig(checkpoint=models.checkpoint, classifier=models.classifier, **{
+        "sites": (SITE,), "image_size": IMAGE_SIZE, "device": "cpu", **changes})
+
+
+def test_run_night_finishes_an_hour_at_the_window_edge(models, tmp_path):
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    add_hour(archive, "2011-01-06T04")  # one hour before the window
+    add_hour(archive, "2011-01-06T05")  # the window's first hour
+    now = np.datetime64("2011-01-08T05")  # window: [now - 2 days, now + 1 h)
+    summary = run_night(str(archive), str(store), night_config(models, lookback_days=2), now=now)
+    assert (summary["window_start"], summary["window_end"]) == ("2011-01-06T05", "2011-01-08T06")
+    assert summary["hours"] == ["gako/2011-01-06T05"] and summary["failures"] == []
+    assert (summary["hours_embedded"], summary["hours_labelled"]) == (1, 1)
+    assert {"find_seconds", "ingest_seconds", "embed_seconds", "classify_seconds", "total_seconds"} <= set(summary)
+    edge = aurora_pipeline.open_site(store, SITE)
+    assert edge.sizes["time"] == FRAMES_PER_HOUR and np.isfinite(edge.embedding.values).all()
+
+    before = snapshot(store, skip=("runs",))
+    again = run_night(str(archive), str(store), night_config(models, lookback_days=2), now=now)
+    assert (again["files_new"], again["files_already_stored"], again["files_ingested"]) == (0, 1, 0)
+    assert snapshot(store, skip=("runs",)) == before, "a night with nothing new changed the store"
+    assert len(read_runs(store)) == 2
+
+
+def test_the_window_is_read_once_even_when_the_clock_turns_an_hour(models, tmp_path, monkeypatch):
+    """The listing and the later stages get one window: a clock that turns an hour between
+    them must not leave the edge hour ingested and never embedded."""
+    from aurora_pipeline import nightly
+
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    add_hour(archive, "2011-01-06T05")
+    readings = iter(np.datetime64("2011-01-08T05") + np.timedelta64(h, "h") for h in range(100))
+    monkeypatch.setattr(nightly, "current_hour", lambda: next(readings))
+    summary = run_night(str(archive), str(store), night_config(models, lookback_days=2))
+    assert summary["hours"] == ["gako/2011-01-06T05"]
+    assert (summary["hours_embedded"], summary["hours_labelled"]) == (1, 1), "the edge hour was left unlabelled"
+
+
+def test_a_night_ingests_with_the_stores_own_skymaps(models, tmp_path):
+    if not (SKYMAPS / ATHA_SKYMAP).is_file():
+        pytest.skip(f"the real skymaps are not in {SKYMAPS} (../shared/data is absent)")
+    tree = tmp_path / "skymaps"
+    tree.mkdir()
+    shutil.copy(SKYMAPS / ATHA_SKYMAP, tree / ATHA_SKYMAP)
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+
+    def atha_hour(hour):
+        write_synthetic_archive(archive, sites="atha", start=hour, hours=1, frames_per_hour=3, size=256)
+
+    atha_hour("2023-02-01T04")
+    ingest(list_archive(archive), store, PreprocessConfig(fov="elevation", image_size=IMAGE_SIZE), skymaps=str(tree))
+    atha_hour("2023-02-01T05")
+    config = night_config(models, sites=("atha",), image_size=None, reconcile=True)
+    night = run_night(str(archive), str(store), config)  # no skymaps given: the store's own
+    assert night["hours"] == ["atha/2023-02-01T05"] and night["failures"] == []
+    assert (night["hours_embedded"], night["hours_labelled"]) == (2, 2)
+    assert Store.open(store).hour_facts("atha")["skymap"].tolist() == [ATHA_SKYMAP, ATHA_SKYMAP]
+
+    # a night whose every new file fails is recorded, then ends with the one error line
+    (tree / ATHA_SKYMAP).write_bytes((tree / ATHA_SKYMAP).read_bytes()[:5000])
+    atha_hour("2023-02-01T06")
+    with pytest.raises(BadInputError, match="none of the 1 new file"):
+        run_night(str(archive), str(store), config)
+    assert ATHA_SKYMAP in read_failures(store)["problem"].iloc[-1]
+    runs = read_runs(store)
+    assert runs["files_new"].tolist() == [1, 1] and runs["files_ingested"].tolist() == [1, 0]
+
+
+def test_nightly_settings_are_checked_before_the_night_starts():
+    for bad in ({"image_size": 0}, {"lookback_days": 0}, {"device": "tpu"}, {"sites": ("gakk",)},
+                {"map_altitude_km": 100.0}):
+        with pytest.raises(BadInputError):
+            NightlyConfig(checkpoint="c", classifier="k", **bad)
+
+
+def test_label_archive_options_are_the_nightly_configs_fields():
+    """The flow's parameters, the command's options and the deployment's parameters are
+    NightlyConfig's fields with its defaults: a setting added there and not here fails."""
+    import dataclasses
+    import inspect
+
+    import yaml
+
+    from flows.cli import build_parser
+    from flows.label_archive import label_archive
+
+    fields = {f.name: f.default for f in dataclasses.fields(NightlyConfig)}
+    params = inspect.signature(label_archive.fn).parameters
+    assert list(params) == ["archive", "store", *fields]
+    for name, default in fields.items():
+        assert params[name].default == (inspect.Parameter.empty if default is dataclasses.MISSING else default), name
+    args = vars(build_parser().parse_args(["label-archive", "--archive", "a", "--store", "s", "--checkpoint", "c",
+                                           "--classifier", "k"]))
+    args["map_altitude_km"] = args.pop("map_altitude")
+    for name, default in fields.items():
+        assert args[name] == (default if default is not dataclasses.MISSING else {"checkpoint": "c",
+                                                                                  "classifier": "k"}[name]), name
+    deployment = yaml.safe_load((Path(__file__).resolve().parents[2] / "deployments" / "prefect.yaml").read_text())
+    nightly = next(d for d in deployment["deployments"] if d["name"] == "nightly")["parameters"]
+    assert set(nightly) == {"archive", "store", *fields}

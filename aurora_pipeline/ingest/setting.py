@@ -1,0 +1,70 @@
+"""Which preprocessing setting a store's frames get: the one place it is decided.
+
+A store holds exactly one preprocessing setting (``PreprocessConfig``), recorded by its
+first ingest (``Store.set_preprocess``). Every caller that needs "the setting for this
+store" (``ingest``, the `ingest-archive` and `label-archive` flows, a query image that
+must be preprocessed like the stored frames) asks :func:`resolve_preprocess`:
+
+- an existing store: its own setting, with the values the caller asked for put in
+  (another value than the store's is then refused by ``Store.set_preprocess``, naming it);
+- a new store (or none): the paper's defaults, with the values asked for; giving
+  ``skymaps`` picks the skymap's elevation field of view (``fov="elevation"``).
+
+``None`` for a value means "not asked": the store's own value, or the default.
+
+    >>> resolve_preprocess("store.zarr", image_size=64).image_size
+    64
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aurora_pipeline.errors import NoStoreError
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
+
+__all__ = ["resolve_preprocess"]
+
+
+def resolve_preprocess(
+    store=None,
+    *,
+    image_size: int | None = None,
+    skymaps: str | None = None,
+    min_elevation: float | None = None,
+    map_altitude_km: float | None = None,
+    storage_options: dict | None = None,
+) -> PreprocessConfig:
+    """The preprocessing setting for ``store`` (path, URL, ``Store`` or None for a new one).
+
+    Args:
+        store: the store; a path where no store exists yet counts as a new store.
+        image_size: side of the stored frames in pixels (None: the store's, else 128).
+        skymaps: a skymap tree; for a new store it selects ``fov="elevation"``. An
+            existing store keeps its own field of view (``ingest`` refuses skymaps for a
+            store made with the inscribed circle, and the reverse).
+        min_elevation, map_altitude_km: the elevation cut (degrees) and the altitude (km)
+            of the stored lat/lon, with skymaps (None: the store's, else 13.5 and 110).
+
+    Raises:
+        BadInputError: a value ``PreprocessConfig`` refuses (e.g. ``image_size=0``).
+        StoreError: ``store`` exists but cannot be read as a store (another format, ...).
+    """
+    setting = _stored_setting(store, storage_options)
+    if setting is None:
+        base = PreprocessConfig(fov="elevation" if skymaps else "circle")
+    else:
+        base = PreprocessConfig(**setting)
+    asked = {"image_size": image_size, "min_elevation": min_elevation, "map_altitude_km": map_altitude_km}
+    return dataclasses.replace(base, **{k: v for k, v in asked.items() if v is not None})
+
+
+def _stored_setting(store, storage_options: dict | None) -> dict | None:
+    if store is None:
+        return None
+    from aurora_pipeline.store.core import Store
+
+    try:
+        return Store.open(store, storage_options).preprocess
+    except NoStoreError:  # a new store: nothing recorded yet
+        return None
