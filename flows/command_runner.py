@@ -175,8 +175,6 @@ def run_in_runner(argv: list[str], environ: dict | None = None, debug: bool = Fa
     path = socket_path(env)
     if not _private_folder(path.parent, create=False) or not path.exists():
         if debug:
-            from flows.local_server import prefect_home
-
             print(f"aurora-pipeline: the warm runner is not used: none listens for the Prefect home "
                   f"{prefect_home(env)} (no {path}); running here", file=sys.stderr)
         return None
