@@ -5,7 +5,9 @@ frames in each of 8 site-hours); this test runs the same command at its quick se
 epoch at 32 px, 48 frames an hour) so that `make test` stays short, as a new user runs it:
 none of the Prefect settings of tests/conftest.py, a new and empty Prefect home and no
 server running, so Prefect's temporary server makes its first start (its database
-migrations) within the command.
+migrations) within the command. The command runs once for the module; its demo folder is
+then read by the checks of the printed figures and by the README's blocks that run on the
+demo's store (tests/readme_blocks.py).
 """
 
 import csv
