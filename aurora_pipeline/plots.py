@@ -77,7 +77,8 @@ def confusion_matrix_png(cm: np.ndarray, class_names: Sequence[str], path: str |
 def silhouette_png(ks: Sequence[int], sil: Sequence[float], best_k: int, path: str | os.PathLike,
                    ground_truth_silhouette: float | None = None,
                    reference: tuple[int, float] | None = None, title: str = "K-means on the embeddings") -> Path:
-    """Mean silhouette score against k, with the best k marked.
+    """Mean silhouette score against k, with the best k marked (and, when it is the first or
+    last k scanned, a note that the search limit may be what chose it).
 
     Args:
         ground_truth_silhouette: drawn as a horizontal line ("labels as clusters").
@@ -96,8 +97,11 @@ def silhouette_png(ks: Sequence[int], sil: Sequence[float], best_k: int, path: s
     ax = fig.add_subplot()
     ax.plot(ks, sil, "o-", color="tab:blue", label="K-means clusters")
     best = int(np.flatnonzero(ks == best_k)[0])
+    edge = ("" if len(ks) < 2 or ks.min() < best_k < ks.max() else
+            f": the search limit k_{'max' if best_k == ks.max() else 'min'}, a {'larger' if best_k == ks.max() else 'smaller'}"
+            " k may score higher")
     ax.plot([best_k], [sil[best]], "o", ms=14, mfc="none", mec="tab:red", mew=2,
-            label=f"best k = {best_k} ({sil[best]:.3f})")
+            label=f"best k = {best_k} ({sil[best]:.3f}){edge}")
     if ground_truth_silhouette is not None:
         ax.axhline(ground_truth_silhouette, color="gray", ls="--",
                    label=f"class labels as clusters ({ground_truth_silhouette:.3f})")
@@ -114,13 +118,18 @@ def silhouette_png(ks: Sequence[int], sil: Sequence[float], best_k: int, path: s
 
 
 def montage_png(images_by_group: Mapping[str, np.ndarray], path: str | os.PathLike, n_per_group: int = 8,
-                title: str | None = None, seed: int = 0) -> Path:
+                title: str | None = None, seed: int = 0, group_sizes: Mapping[str, int] | None = None) -> Path:
     """One row per group (cluster or class) of up to ``n_per_group`` randomly chosen member images.
+
+    Each row is labelled with the group's name and "N frames" (its size), or "N frames, M shown"
+    when fewer are drawn.
 
     Args:
         images_by_group: name -> (n, H, W) images, uint8 (0..255) or float in 0..1
             (values outside are clipped); shown in grey scale. Groups may hold fewer
             than ``n_per_group`` images (the rest of the row stays blank) or none.
+        group_sizes: name -> number of members, when ``images_by_group`` holds only a
+            sample of each group (default: the number of images passed).
         seed: numpy default_rng seed of the random choice.
     Size: (1.2 n_per_group + 1.2) x (1.2 groups + 0.5) inches.
     Raises: BadInputError for no groups, a non-3-d array, or n_per_group < 1.
@@ -151,7 +160,10 @@ def montage_png(images_by_group: Mapping[str, np.ndarray], path: str | os.PathLi
                 image = images[pick[col]]
                 image = image / 255.0 if image.dtype == np.uint8 else np.clip(image.astype(float), 0.0, 1.0)
                 ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        axes[row, 0].set_ylabel(f"{name}\n(n={len(images)})", rotation=0, ha="right", va="center", fontsize=9)
+        size = int((group_sizes or {}).get(name, len(images)))
+        shown = min(n_per_group, len(images))
+        count = f"{size} frame{'s' * (size != 1)}" + (f", {shown} shown" if shown < size else "")
+        axes[row, 0].set_ylabel(f"{name}\n{count}", rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -228,6 +240,23 @@ def labels_along_night_png(times: np.ndarray, labels: np.ndarray, class_names: S
 
 
 def keogram_png(keo, path: str | os.PathLike, title: str | None = None, max_columns: int = 4000) -> Path:
+    """``keogram_figure(keo, title, max_columns)`` written to ``path`` as PNG (10 x 6 inches,
+    10 x 4 without labels)."""
+    return _save(keogram_figure(keo, title, max_columns), path)
+
+
+def keogram_title(keo) -> str:
+    """The keogram's title, the same for the demo and ``aurora-pipeline keogram``: site, kind and
+    the UT span of its frames, e.g. "gako: north-south keogram through the zenith,
+    2011-01-06 04:00 to 07:59 UT"."""
+    times = np.sort(keo["time"].values.astype("datetime64[m]"))
+    first, last = (np.datetime_as_string(t).replace("T", " ") for t in (times[0], times[-1]))
+    last = last[11:] if last[:10] == first[:10] else last
+    site = keo.attrs.get("site", "")
+    return f"{site + ': ' if site else ''}{keo.attrs.get('long_name', 'keogram')}, {first} to {last} UT"
+
+
+def keogram_figure(keo, title: str | None = None, max_columns: int = 4000):
     """A keogram (``aurora_pipeline.keogram``) with the label of each frame as a colour strip
     beneath it, the label's probability below that, and a legend of the class names.
 
@@ -237,7 +266,11 @@ def keogram_png(keo, path: str | os.PathLike, title: str | None = None, max_colu
     coordinate (elevation along the line, latitude or longitude), each point drawn at
     its own value (latitudes crowd towards the horizons). Without labels the two
     lower panels are left out.
-    Size: 10 x 6 inches (10 x 4 without labels).
+    The vertical axis says which end is which: north (N) up and south (S) down for the
+    north-south line (east and west for the east-west one); along ``elevation`` its ticks give
+    the true elevation with its side ("45° S", "zenith", "45° N"), the ends being the field of
+    view's edge. The time axis runs over whole minutes, so its last tick is the end of the data.
+    Without a ``title``, ``keogram_title(keo)``. Returns the matplotlib Figure.
     Raises: BadInputError when ``keo`` is not a (time, coordinate) DataArray with frames.
     """
     from matplotlib import dates as mdates
@@ -280,9 +313,8 @@ def keogram_png(keo, path: str | os.PathLike, title: str | None = None, max_colu
     x_edges = np.linspace(x0, x1, n_cols + 1)
     ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(image), cmap="gray", vmin=0.0, vmax=1.0, shading="flat",
                   rasterized=True)
-    units = keo[along].attrs.get("units", "")
-    ax.set_ylabel(f"{along} ({units})" if units else along)
-    ax.set_title(title or f"{keo.attrs.get('site', '')} {keo.attrs.get('long_name', 'keogram')}".strip(), fontsize=10)
+    _keogram_vertical_axis(ax, keo, along, y_edges)
+    ax.set_title(title or keogram_title(keo), fontsize=10)
     if labelled:
         names = str(keo["label"].attrs.get("flag_meanings", "")).split()
         labels = np.asarray(keo["label"].values)[order].astype(int)
@@ -303,8 +335,39 @@ def keogram_png(keo, path: str | os.PathLike, title: str | None = None, max_colu
         axes[2].set_ylim(0, 1.02)
         axes[2].set_ylabel("probability")
         axes[2].grid(alpha=0.3)
-    axes[-1].set_xlim(x0, x1)
+    axes[-1].set_xlim(*_whole_minutes(x0, x1))
     axes[-1].xaxis_date()
     axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if x1 - x0 < 15 / 1440 else "%H:%M"))
-    axes[-1].set_xlabel(f"UT from {np.datetime_as_string(times[0], unit='m').replace('T', ' ')}")
-    return _save(fig, path)
+    axes[-1].set_xlabel(f"UT on {np.datetime_as_string(times[0], unit='D')}")
+    return fig
+
+
+_SIDES = {"ns": ("S", "N", "north-south"), "ew": ("W", "E", "east-west")}
+
+
+def _keogram_vertical_axis(ax, keo, along: str, y_edges: np.ndarray) -> None:
+    """Label the keogram's vertical axis: what it is, the two ends (N up, S down), and along
+    ``elevation`` (0 south horizon .. 90 zenith .. 180 north horizon) ticks in true elevation."""
+    low, high, line = _SIDES.get(str(keo.attrs.get("keogram_axis", "ns")), _SIDES["ns"])
+    lo, hi = float(y_edges[0]), float(y_edges[-1])
+    ax.set_ylim(lo, hi)
+    if along == "elevation":
+        ends = [round(float(v)) for v in (keo[along].values.min(), keo[along].values.max())]
+        ticks = sorted({ends[0], ends[1], *(v for v in (45, 90, 135) if ends[0] + 8 <= v <= ends[1] - 8)})
+        names = ["zenith" if v == 90 else f"{v if v < 90 else 180 - v}° {low if v < 90 else high}" for v in ticks]
+        ax.set_yticks(ticks, labels=names)
+        ax.set_ylabel(f"elevation along the {line} line")
+    else:
+        units = {"degrees_north": "°N", "degrees_east": "°E"}.get(keo[along].attrs.get("units", ""), "")
+        ax.set_ylabel(f"{'geographic ' + along if units else along}{f' ({units})' if units else ''}")
+    for y, name in ((1.0, high), (0.0, low)):
+        ax.text(1.005, y, name, transform=ax.transAxes, ha="left", va="top" if y else "bottom", fontsize=11,
+                fontweight="bold")
+
+
+def _whole_minutes(x0: float, x1: float) -> tuple[float, float]:
+    """Time-axis limits (matplotlib day numbers) widened to whole minutes when the span is 15
+    minutes or more, so the locator's ticks reach the ends of the data (04:00 .. 08:00, not 07:30)."""
+    if x1 - x0 < 15 / 1440:
+        return x0, x1
+    return np.floor(x0 * 1440 + 1e-6) / 1440, np.ceil(x1 * 1440 - 1e-6) / 1440

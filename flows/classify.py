@@ -37,8 +37,11 @@ def fit_classifier_flow(store: str, labels: str, out: str, holdout_hours_fractio
     report = fit(store, labels, out, holdout_hours_fraction, cfg, overwrite)
     cv, logger = report["cross_validation"], get_run_logger()
     if cv["accuracy"] is not None:
-        logger.info("%s cross-validated accuracy %.3f +/- %.3f on %d frames (%d folds)", cv["scheme"],
-                    cv["accuracy"], cv["accuracy_std"], cv["n_samples"], cv["folds"])
+        hours = ("the fitted hours (the held-out hours left out)" if holdout_hours_fraction > 0
+                 else "all labelled hours")
+        logger.info("%s cross-validated accuracy on %s: %.3f +/- %.3f on %d frames (%d folds)",
+                    cv["scheme"].replace("_", "-"), hours, cv["accuracy"], cv["accuracy_std"], cv["n_samples"],
+                    cv["folds"])
     if cv["note"]:
         logger.warning("cross-validation: %s", cv["note"])
     return report

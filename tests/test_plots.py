@@ -63,6 +63,39 @@ def test_montage_png_rows_per_group(tmp_path):
         plots.montage_png({}, tmp_path / "bad.png")
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+    """The Figures the plot functions save, in order (to read their texts)."""
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    return figures
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def test_silhouette_png_says_when_the_best_k_is_the_search_limit(tmp_path, drawn):
+    ks = np.arange(3, 11)
+    plots.silhouette_png(ks, 0.1 + 0.01 * ks, 10, tmp_path / "edge.png")
+    plots.silhouette_png(ks, 0.2 - 0.002 * (ks - 6) ** 2, 6, tmp_path / "inside.png")
+    at_limit, inside = (" ".join(_legend_texts(fig)) for fig in drawn)
+    assert "best k = 10" in at_limit and "search limit k_max" in at_limit and "larger k" in at_limit
+    assert "best k = 6" in inside and "limit" not in inside
+
+
+def test_montage_row_labels_say_which_number_is_what(tmp_path, drawn):
+    rng = np.random.default_rng(0)
+    groups = {"cluster 0": rng.random((8, 16, 16)), "cluster 1": rng.random((3, 16, 16))}
+    plots.montage_png(groups, tmp_path / "m.png", group_sizes={"cluster 0": 120, "cluster 1": 3})
+    plots.montage_png({"S=0": rng.random((20, 16, 16))}, tmp_path / "all.png", n_per_group=4)
+    sampled, whole = drawn
+    rows = [ax.get_ylabel() for ax in sampled.axes if ax.get_ylabel()]
+    assert rows == ["cluster 0\n120 frames, 8 shown", "cluster 1\n3 frames"]
+    assert [ax.get_ylabel() for ax in whole.axes if ax.get_ylabel()] == ["S=0\n20 frames, 4 shown"]
+
+
 def test_labels_along_night_png(tmp_path):
     n = 1200
     times = np.datetime64("2011-01-06T04:00:00.053", "ms") + np.arange(n) * np.timedelta64(3, "s")

@@ -67,13 +67,15 @@ def cluster_store(
     silhouette_png(scan.ks, scan.silhouettes, scan.best_k, out_dir / "silhouette_vs_k.png",
                    title=f"K-means on SimCLR embeddings ({scan.sample_size} frames scored)")
     labels = assign_clusters(X, centroids.centroids)
-    montage = {}
+    montage, sizes = {}, {}
     for k in range(centroids.k):
         members = np.flatnonzero(labels == k)
         pick = rng.choice(members, min(8, len(members)), replace=False) if len(members) else []
-        montage[f"cluster {k} ({len(members)})"] = np.stack([_frame(st, per_site, rows[i]) for i in pick]) if len(pick) else np.zeros((0, 8, 8))
-    montage_png({k: v for k, v in montage.items() if len(v)}, out_dir / "cluster_montage.png",
-                title=f"random frames of each of the {centroids.k} clusters")
+        montage[f"cluster {k}"] = np.stack([_frame(st, per_site, rows[i]) for i in pick]) if len(pick) else np.zeros((0, 8, 8))
+        sizes[f"cluster {k}"] = len(members)
+    montage_png({k: v for k, v in montage.items() if len(v)}, out_dir / "cluster_montage.png", group_sizes=sizes,
+                title=f"up to 8 random frames of each of the {centroids.k} K-means clusters (row: the cluster, "
+                      "its number of frames)")
     return {"best_k": scan.best_k, "silhouettes": dict(zip(scan.ks.tolist(), np.round(scan.silhouettes, 4).tolist())),
             "centroids": str(out_dir), "centroids_id": centroids.centroids_id, "frames": int(len(X)), **assigned}
 

@@ -302,13 +302,12 @@ def _restore(run_dir, cfg, n_frames, encoder, head, optimizer, order_gen, augmen
     return int(sidecar["epoch"]), state["step_loss"].tolist(), state["epoch_loss"].tolist()
 
 
-def write_loss_curve(run_dir: Path, step_loss: list[float], epoch_loss: list[float]) -> None:
-    """``loss.json`` (per step and per epoch mean) and ``loss.png`` in ``run_dir``."""
+def loss_figure(step_loss: list[float], epoch_loss: list[float]):
+    """The loss curve (per step, and each epoch's mean) as a matplotlib Figure, 6 x 3.5 inches,
+    titled with what it is and how far the training got."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    text = json.dumps({"step_loss": step_loss, "epoch_loss": epoch_loss, "loss": "NT-Xent, eq. 3"}, indent=1)
-    atomic_write(run_dir / "loss.json", text)
     figure = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
@@ -317,7 +316,18 @@ def write_loss_curve(run_dir: Path, step_loss: list[float], epoch_loss: list[flo
     axes.plot(steps_per_epoch * np.arange(1, len(epoch_loss) + 1), epoch_loss, "o-", ms=3, label="epoch mean")
     axes.set_xlabel("step")
     axes.set_ylabel("NT-Xent loss")
+    n = len(epoch_loss)
+    axes.set_title(f"SimCLR pre-training loss (NT-Xent, eq. 3): {n} epoch{'s' * (n != 1)}, {len(step_loss)} steps",
+                   fontsize=10)
     axes.legend()
     figure.tight_layout()
+    return figure
+
+
+def write_loss_curve(run_dir: Path, step_loss: list[float], epoch_loss: list[float]) -> None:
+    """``loss.json`` (per step and per epoch mean) and ``loss.png`` (``loss_figure``) in ``run_dir``."""
+    text = json.dumps({"step_loss": step_loss, "epoch_loss": epoch_loss, "loss": "NT-Xent, eq. 3"}, indent=1)
+    atomic_write(run_dir / "loss.json", text)
+    figure = loss_figure(step_loss, epoch_loss)
     with atomic_path(run_dir / "loss.png") as tmp:
         figure.savefig(tmp, format="png")

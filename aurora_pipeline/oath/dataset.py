@@ -61,7 +61,8 @@ _USE_RELEASE = "use the release's classifications.csv."
 
 def _manual_fix(root: Path) -> str:
     return (
-        "rerun with --download to fetch oath_v1.1_20181026.tgz, or unpack the release so that "
+        "rerun with the download on (--download on the command line, -p download=true for a deployment run) "
+        "to fetch oath_v1.1_20181026.tgz, or unpack the release so that "
         f"{root}/classifications/classifications.csv, {root}/classifications/train_test_split.csv and "
         f"{root}/images/cropped_scaled/00001.png ... 05824.png exist."
     )

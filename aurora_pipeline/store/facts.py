@@ -63,7 +63,7 @@ def read_facts(group, names: tuple[str, ...] | None = None) -> dict[str, np.ndar
     from zarr.core.sync import sync
 
     names = tuple(names or FACTS)
-    arrays = [group[f"hour_{name}"]._async_array for name in names]
+    arrays = [group[f"hour_{name}"].async_array for name in names]
     async def fetch_all():
         return await asyncio.gather(*(a.getitem(slice(None)) for a in arrays))
 

@@ -5,7 +5,8 @@ A bad file never stops a run: its problem is appended to the table ``STORE/failu
 
     xr.open_zarr("store.zarr", group="failures", consolidated=False).to_dataframe()
 
-A later run that ingests the file appends a ``resolved`` row for it. ``read_failures``
+Every ingest that did work leaves the table, empty when no file failed. A later run
+that ingests the file appends a ``resolved`` row for it. ``read_failures``
 gives the files whose latest row is a failure: the ones still to fix.
 """
 
@@ -65,6 +66,5 @@ def record_failures(store: StoreLike, new: list[Failure], succeeded: set[str], r
         if previous is not None:
             rows.append(previous | {"source": source, "problem": "", "fix": "", "recorded_at": recorded_at,
                                     "outcome": "resolved"})
-    if rows:
-        append_rows(store, FAILURES_TABLE, COLUMNS, rows, TABLE_ATTRS)
+    append_rows(store, FAILURES_TABLE, COLUMNS, rows, TABLE_ATTRS)  # with no rows: the empty table, once
     return read_failures(store)

@@ -171,7 +171,7 @@ async def _read_year(group, year: int, start, end, variables) -> _YearPiece | No
 
     import zarr
 
-    agroup = group._async_group
+    agroup = zarr.AsyncGroup(metadata=group.metadata, store_path=group.store_path)  # zarr's public async view, no I/O
     fact_arrays = await asyncio.gather(*(agroup.getitem(f"hour_{name}") for name in _READ_FACTS))
     values = await asyncio.gather(*(a.getitem(slice(None)) for a in fact_arrays))
     facts = {name: (v.astype(object) if FACTS[name][0] == "str" else np.asarray(v)) for name, v in zip(_READ_FACTS, values)}

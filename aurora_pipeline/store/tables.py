@@ -46,21 +46,27 @@ def read_table(store: StoreLike, name: str, columns: dict[str, str]) -> pd.DataF
 
 
 def append_rows(store: StoreLike, name: str, columns: dict[str, str], rows: list[dict], attrs: dict | None = None) -> int:
-    """Append ``rows`` (dicts keyed by column; missing keys get "" or 0) to table ``name``; returns its row count."""
+    """Append ``rows`` (dicts keyed by column; missing keys get "" or 0) to table ``name``; returns its row count.
+
+    With no rows the table is still created (its columns, zero rows long), so a store's table
+    can be read, empty, with plain xarray."""
     st = Store.open(store, mode="a")
     with store_lock(st, "tables"):
         group = zarr.open_group(st.zs, path=name, mode="a")
         if attrs and not group.attrs.get("long_name"):
             group.attrs.update(attrs)
         n = int(group.attrs.get(ROWS_ATTR, 0))
-        if not rows:
-            return n
-        new = n + len(rows)
-        for column, dtype in columns.items():
+        for column, dtype in columns.items():  # every column exists, even with no rows: plain xarray reads it
             if column not in group:
                 group.create_array(column, shape=(n,), chunks=(ROW_CHUNK,), dtype=str if dtype == "str" else dtype,
                                    dimension_names=["row"], attributes={"long_name": column.replace("_", " ")},
                                    **({} if dtype == "str" else {"fill_value": 0}))
+        if ROWS_ATTR not in group.attrs:
+            group.attrs[ROWS_ATTR] = n
+        if not rows:
+            return n
+        new = n + len(rows)
+        for column, dtype in columns.items():
             array = group[column]
             array.resize((new,))
             values = [row.get(column, "" if dtype == "str" else 0) for row in rows]

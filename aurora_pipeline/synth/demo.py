@@ -16,3 +16,5 @@ class DemoConfig:
     image_size: int = 64                 # side of the stored frames in pixels: keeps the demo to minutes on 2 cores
     frames_per_hour: int = 120           # frames in each of the synthetic archive's 8 site-hours (one every 30 s)
     holdout_hours_fraction: float = 0.25  # the last quarter of each site's hours is held out of the classifier's fit
+    k_min: int = 3                       # the K-means search over k = k_min..k_max (the cluster command's k_max is 15;
+    k_max: int = 10                      # 10 keeps the demo's search short)

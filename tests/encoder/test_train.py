@@ -80,6 +80,10 @@ def test_run_directory_layout_and_loss_curve(straight):
     curve = json.loads((run_dir / "loss.json").read_text())
     assert curve["step_loss"] == result.step_loss and curve["epoch_loss"] == result.epoch_loss
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from aurora_pipeline.encoder.train import loss_figure
+
+    title = loss_figure(result.step_loss, result.epoch_loss).axes[0].get_title()  # what loss.png shows
+    assert title == f"SimCLR pre-training loss (NT-Xent, eq. 3): 3 epochs, {len(result.step_loss)} steps"
     sidecar = json.loads((run_dir / "final" / "state.json").read_text())
     assert sidecar["provenance"] == {"frames": "patterns(32)"}
     assert sidecar["epoch"] == 3 and sidecar["model_id"] == result.model_id

@@ -134,6 +134,16 @@ def test_bad_files_are_recorded_and_never_stop_the_others(tmp_path):
     assert len(xr.open_zarr(store, group="failures", consolidated=False).to_dataframe()) == len(bad)
 
 
+def test_a_store_with_no_failures_has_an_empty_failures_table(tmp_path):
+    # the README's read-back block reads it with plain xarray right after `make demo`
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    write_synthetic_archive(archive, sites=["gako"], hours=1, frames_per_hour=4)
+    assert len(ingest(list_archive(archive), store, SMALL).failed) == 0
+    log = xr.open_zarr(store, group="failures", consolidated=False).to_dataframe()
+    assert log.empty and {"source", "site", "hour", "problem", "fix", "outcome"} <= set(log.columns)
+    assert read_failures(store).empty
+
+
 def test_unknown_site_code_is_reported(tmp_path):
     archive, store = tmp_path / "archive", tmp_path / "s.zarr"
     hour = np.datetime64("2011-01-06T05", "h")

@@ -211,7 +211,8 @@ def test_label_file_without_header_or_without_a_class_is_refused(tmp_path):
 
 
 def test_missing_label_file_says_how_to_get_the_release(tmp_path):
-    with pytest.raises(BadInputError, match="no OATH label file.*--download"):
+    with pytest.raises(BadInputError, match=r"no OATH label file.*--download on the command line, -p download=true "
+                                            r"for a deployment run"):
         load_oath(tmp_path)
 
 

@@ -348,3 +348,17 @@ def test_convert_store_command(tmp_path):
                            capture_output=True, text=True, timeout=300)  # onto the store it just wrote
     assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
     assert "is not a new, empty place: it holds an existing store" in again.stderr
+
+
+def test_the_library_reaches_zarr_only_through_its_public_api():
+    # zarr's `Group._async_group` and `Array._async_array` are private fields that a zarr
+    # release may rename; the public `zarr.AsyncGroup(metadata, store_path)` and
+    # `Array.async_array` do the same job
+    import ast
+    from pathlib import Path
+
+    private = {"_async_group", "_async_array"}
+    root = Path(aurora_pipeline.__file__).parent
+    used = [f"{path.relative_to(root)}:{node.lineno} .{node.attr}" for path in sorted(root.rglob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Attribute) and node.attr in private]
+    assert not used, used
