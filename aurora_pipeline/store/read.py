@@ -409,6 +409,13 @@ def open_site(store, site: str, start=None, end=None, *, variables: list[str] | 
     missing = NaN), ``label_probability`` (time, class), ``cluster`` (time; missing = NaN), as
     far as the stages have written them (``variables`` keeps only some). Values of an hour
     whose stage has not completed are missing. Raises StoreError when nothing is stored.
+
+    Magnetic coordinates (AACGM-v2, ``aurora_pipeline.source.magnetic``), lazy: nothing is
+    computed until read. ``mlat`` and ``mlt`` (time) of the imager's zenith at 110 km;
+    with a skymap, ``pixel_mlat`` / ``pixel_mlon`` (y, x) of its ``lat``/``lon`` at their
+    mapping altitude. The site's position (attributes ``site_lat``, ``site_lon``,
+    ``site_alt_m``, ``site_position_source``) is the skymap's, else the published table.
+    Frames outside AACGM's years 1990-2030 get NaN, and one MagneticCoordinatesWarning.
     """
     st = Store.open(store, storage_options)
     site = site.lower()
@@ -443,7 +450,9 @@ def open_sites(store, sites: list[str] | None = None, start=None, end=None, *, l
 
     ``sites`` defaults to the store's own record of its sites. ``label`` keeps only the frames
     labelled with that class (frames with no label are skipped). ``variables`` defaults to
-    every variable but ``frames`` (heavy).
+    every variable but ``frames`` (heavy). ``mlat``/``mlt`` come along time as in
+    ``open_site`` (one warning for all sites outside AACGM's years); the per-pixel
+    ``pixel_mlat``/``pixel_mlon`` only when one site is asked for.
     """
     st = Store.open(store, storage_options)
     sites = [s.lower() for s in (sites or st.sites())]
