@@ -246,8 +246,9 @@ class _Accumulator:
         bins, valid = self._bin_index(site, t_in, coords)
         self.without_magnetic += int(np.count_nonzero(use & ~valid))
         use &= valid
-        years = t_in.astype("datetime64[ms]").astype("datetime64[Y]").astype(np.int64) + 1970
-        for year in (np.unique(years[use]) if "year" in self.by else [None]):
+        years = _year_of(t_in)
+        present = (np.flatnonzero(np.bincount(years[use] - years.min())) + years.min()) if use.any() else []
+        for year in (present if "year" in self.by else [None]):
             sel = use if year is None else use & (years == year)
             key = int(year) if year is not None else None
             if key not in self.counts:
@@ -255,7 +256,7 @@ class _Accumulator:
             flat = bins[sel] * k + counted[sel]
             self.counts[key] += np.bincount(flat, minlength=self.counts[key].size).reshape(self.counts[key].shape)
             self.frames_counted += int(np.count_nonzero(sel))
-        self.years_seen.update(int(y) for y in np.unique(years[use]))
+        self.years_seen.update(int(y) for y in present)
 
     def _shape(self) -> tuple[int, ...]:
         return tuple(self.sizes[d] for d in self.by if d != "year")
@@ -278,8 +279,7 @@ class _Accumulator:
                             0, self.sizes["mlat"] - 1)
             elif dim == "month":
                 ok = np.ones(len(t_ms), bool)
-                m = t_ms.astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
-                i = m % 12
+                i = _month_index(t_ms)
             else:  # site
                 ok = np.ones(len(t_ms), bool)
                 i = np.full(len(t_ms), self.sites.index(site), np.int64)
@@ -354,6 +354,29 @@ class _Accumulator:
             "aurora_pipeline_version": str(st.attrs.get("aurora_pipeline_version")),
         }
         return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _month_starts(t_ms: np.ndarray) -> np.ndarray:
+    """int64 ms of the first of each month from the first frame's year to the month after the last."""
+    y0, y1 = (int(np.datetime64(int(v), "ms").astype("datetime64[Y]").astype(np.int64)) + 1970
+              for v in (t_ms.min(), t_ms.max()))
+    months = np.arange(np.datetime64(f"{y0:04d}-01", "M"), np.datetime64(f"{y1 + 1:04d}-01", "M") + 1)
+    return months.astype("datetime64[ms]").astype(np.int64)
+
+
+def _month_index(t_ms: np.ndarray) -> np.ndarray:
+    """0..11, the UT month of each frame (a search in the month starts: cheaper than datetime64 units)."""
+    if not len(t_ms):
+        return np.zeros(0, np.int64)
+    return (np.searchsorted(_month_starts(t_ms), t_ms, side="right") - 1) % 12
+
+
+def _year_of(t_ms: np.ndarray) -> np.ndarray:
+    if not len(t_ms):
+        return np.zeros(0, np.int64)
+    y0 = int(np.datetime64(int(t_ms.min()), "ms").astype("datetime64[Y]").astype(np.int64)) + 1970
+    starts = _month_starts(t_ms)[::12]  # 1 January of each year spanned (and the next)
+    return y0 + np.searchsorted(starts, t_ms, side="right") - 1
 
 
 def _coordinate(dim: str, years: list[int], sites: list[str]):

@@ -108,44 +108,70 @@ def range_warning(what: str, n: int) -> None:
         "their magnetic latitude and MLT are missing (NaN)."), stacklevel=3)
 
 
-def zenith_coordinates(times: np.ndarray, lat: float, lon: float, altitude_km: float = ALTITUDE_KM
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def zenith_coordinates(times: np.ndarray, lat: float, lon: float, altitude_km: float = ALTITUDE_KM, *,
+                       want: tuple[str, ...] = ("mlat", "mlt")) -> tuple[np.ndarray, ...]:
     """(mlat deg, MLT hours) float32 per frame of the point ``altitude_km`` above (lat, lon).
 
     ``times``: datetime64 (any unit), UT. NaN outside 1990-2030 (no warning here).
+    ``want`` picks the outputs (in that order): MLT costs a spline evaluation, mlat does not.
     """
-    t = np.asarray(times).astype("datetime64[ms]")
-    mlat = np.full(t.shape, np.nan, np.float64)
-    mlt = np.full(t.shape, np.nan, np.float64)
-    years = t.astype("datetime64[Y]").astype(np.int64) + 1970
-    for year in np.unique(years):
+    t = np.asarray(times).astype("datetime64[ms]").astype(np.int64)
+    out = {name: np.full(t.shape, np.nan, np.float64) for name in want}
+    for year, keep in _years_of(t):
         if not VALID_YEARS[0] <= year < VALID_YEARS[1]:
             continue
-        keep = years == year
-        tk = t[keep]
+        tk = t if keep is None else t[keep]
         (lat0, lon0), (lat1, lon1) = _site_aacgm(float(lat), float(lon), float(altitude_km), int(year))
-        y0 = np.datetime64(f"{year}-01-01", "ms").astype(np.int64)
-        y1 = np.datetime64(f"{year + 1}-01-01", "ms").astype(np.int64)
-        f = (tk.astype(np.int64) - y0) / float(y1 - y0)
-        mlat[keep] = lat0 + f * (lat1 - lat0)
-        mlon = lon0 + f * ((lon1 - lon0 + 180.0) % 360.0 - 180.0)
-        mlt[keep] = (mlt_of_zero_longitude(tk) + mlon / 15.0) % 24.0
-    return mlat.astype(np.float32), mlt.astype(np.float32)
+        y0, y1 = _year_start_ms(year), _year_start_ms(year + 1)
+        f = (tk - y0) / float(y1 - y0)
+        values = {}
+        if "mlat" in want:
+            values["mlat"] = lat0 + f * (lat1 - lat0)
+        if "mlt" in want:
+            mlon = lon0 + f * ((lon1 - lon0 + 180.0) % 360.0 - 180.0)
+            values["mlt"] = (_mlt0(tk, year) + mlon / 15.0) % 24.0
+        for name, v in values.items():
+            if keep is None:
+                out[name][:] = v
+            else:
+                out[name][keep] = v
+    return tuple(out[name].astype(np.float32) for name in want)
 
 
 def mlt_of_zero_longitude(times: np.ndarray) -> np.ndarray:
     """float64 MLT (hours) of AACGM longitude 0 at ``times`` (datetime64), from the hourly spline."""
     t = np.asarray(times).astype("datetime64[ms]").astype(np.int64)
     out = np.full(t.shape, np.nan)
-    years = (t.astype("datetime64[ms]").astype("datetime64[Y]").astype(np.int64) + 1970)
-    for year in np.unique(years):
-        spline = _mlt0_spline(int(year))
-        if spline is None:
-            continue
-        keep = years == year
-        hours = (t[keep] - np.datetime64(f"{year}-01-01", "ms").astype(np.int64)) / 3.6e6
-        out[keep] = (spline(hours) + hours) % 24.0
+    for year, keep in _years_of(t):
+        if keep is None:
+            out[:] = _mlt0(t, year)
+        else:
+            out[keep] = _mlt0(t[keep], year)
     return out
+
+
+def _mlt0(t_ms: np.ndarray, year: int) -> np.ndarray:
+    spline = _mlt0_spline(int(year))
+    if spline is None:
+        return np.full(t_ms.shape, np.nan)
+    hours = (t_ms - _year_start_ms(year)) / 3.6e6
+    return (spline(hours) + hours) % 24.0
+
+
+def _year_start_ms(year: int) -> int:
+    return int(np.datetime64(f"{int(year):04d}-01-01", "ms").astype(np.int64))
+
+
+def _years_of(t_ms: np.ndarray):
+    """(year, mask or None for all) for each UT year spanned by int64 ms times; cheap on long arrays
+    (a datetime64 -> year conversion per element costs far more than two comparisons)."""
+    if not len(t_ms):
+        return []
+    first = int(np.datetime64(int(t_ms.min()), "ms").astype("datetime64[Y]").astype(np.int64)) + 1970
+    last = int(np.datetime64(int(t_ms.max()), "ms").astype("datetime64[Y]").astype(np.int64)) + 1970
+    if first == last:
+        return [(first, None)]
+    return [(y, (t_ms >= _year_start_ms(y)) & (t_ms < _year_start_ms(y + 1))) for y in range(first, last + 1)]
 
 
 def pixel_coordinates(lat: np.ndarray, lon: np.ndarray, altitude_km: float, when) -> tuple[np.ndarray, np.ndarray]:
@@ -245,8 +271,7 @@ def lazy_frame_coords(times: np.ndarray, position: tuple[float, float, float] | 
 def _frame_block(t_ms: np.ndarray, lat: float, lon: float, altitude_km: float, which: str) -> np.ndarray:
     if not np.isfinite(lat) or not len(t_ms):
         return np.full(t_ms.shape, np.nan, np.float32)
-    mlat, mlt = zenith_coordinates(t_ms.astype("datetime64[ms]"), lat, lon, altitude_km)
-    return mlat if which == "mlat" else mlt
+    return zenith_coordinates(t_ms.astype("datetime64[ms]"), lat, lon, altitude_km, want=(which,))[0]
 
 
 def lazy_pixel_coords(lat: np.ndarray, lon: np.ndarray, altitude_km: float, epoch: np.datetime64) -> dict:

@@ -272,7 +272,8 @@ def _same(a, b) -> bool:
 def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
     times = np.concatenate([p.times for p in pieces])
     names = sorted({n for p in pieces for n in p.arrays}, key=lambda n: (n != "frames", n))
-    skymaps = np.concatenate([p.facts["skymap"][p.owner] for p in pieces])
+    # per hour first, then out to the frames: a per-frame str conversion of 10^6 names costs seconds
+    skymaps = np.concatenate([p.facts["skymap"].astype(str)[p.owner] for p in pieces])
     extra, sky_attrs = _site_skymap(pieces, skymaps)
     n_hours = int(sum(len(p.hours) for p in pieces))
     magnetic, site_attrs = _magnetic_coords(site, pieces, skymaps, times, extra)
@@ -290,7 +291,7 @@ def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
             var = _site_variable(name, pieces, rows)
             fact = DERIVED.get(name)
             if fact is not None:
-                done = np.concatenate([p.facts[fact][p.owner] != "" for p in pieces])
+                done = np.concatenate([(p.facts[fact] != "")[p.owner] for p in pieces])
                 attrs = dict(var.attrs) | _ids_over(pieces, name)
                 if not done.all():  # values of hours whose stage has not completed are missing
                     var = var.where(xr.Variable("time", done))
@@ -306,14 +307,25 @@ def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
 
 def _site_skymap(pieces: list[_YearPiece], skymaps: np.ndarray) -> tuple[dict, dict]:
     """The `skymap` coordinate along time, and el/az/lat/lon when every frame shares one skymap."""
-    names = np.asarray(skymaps, dtype=object).astype(str)
+    names = np.asarray(skymaps).astype(str)
     coords = {"skymap": ("time", names, {"long_name": "skymap file of the frame's hour (empty: inscribed circle)"})}
-    used = sorted({n for n in names if n})
+    used = _used_skymaps(pieces)
     if len(used) != 1:
         return coords, ({"skymap_files": " ".join(used)} if used else {})
-    piece = next(p for p in pieces if used[0] in set(p.facts["skymap"][p.owner]))
-    geometry, attrs = skymap_coords(piece.group, piece.facts["skymap"][piece.owner])
+    piece = next(p for p in pieces if used[0] in _used_skymaps([p]))
+    geometry, attrs = skymap_coords(piece.group, piece.facts["skymap"][_frame_hours(piece)])  # per hour
     return {**coords, **{k: v for k, v in geometry.items() if k != "skymap"}}, attrs
+
+
+def _used_skymaps(pieces: list[_YearPiece]) -> list[str]:
+    """The skymap names of the hours that have frames in the pieces, sorted (per hour, not per frame)."""
+    return sorted({str(n) for p in pieces for n in p.facts["skymap"][_frame_hours(p)] if str(n)})
+
+
+def _frame_hours(piece: _YearPiece) -> np.ndarray:
+    """The hour indices that hold the piece's frames (``owner`` is sorted: one pass, no hashing)."""
+    owner = piece.owner
+    return owner[np.r_[True, owner[1:] != owner[:-1]]] if len(owner) else owner
 
 
 def _magnetic_coords(site: str, pieces: list[_YearPiece], skymaps: np.ndarray, times: np.ndarray,
@@ -327,7 +339,7 @@ def _magnetic_coords(site: str, pieces: list[_YearPiece], skymaps: np.ndarray, t
     from aurora_pipeline.source import magnetic
 
     position, source = None, "none (no skymap position and not in THEMIS_POSITIONS)"
-    used = [n for n in dict.fromkeys(np.asarray(skymaps, dtype=object).astype(str).tolist()) if n]
+    used = _used_skymaps(pieces)
     if used:
         position = _skymap_position(pieces, used)
         if position is not None:
@@ -350,8 +362,7 @@ def _magnetic_coords(site: str, pieces: list[_YearPiece], skymaps: np.ndarray, t
 def _skymap_position(pieces: list[_YearPiece], used: list[str]) -> tuple[float, float, float] | None:
     """The imager position the store kept with the first of ``used`` skymaps, or None (older store)."""
     for piece in pieces:
-        names = set(piece.facts["skymap"][piece.owner].astype(str))
-        if not names & set(used):
+        if not set(_used_skymaps([piece])) & set(used):
             continue
         try:
             files = [str(v) for v in piece.group["skymap_file"][:]]
