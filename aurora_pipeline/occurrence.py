@@ -187,30 +187,45 @@ class _Accumulator:
         if (min_probability is not None or smooth_ms) and prob is None:
             raise StoreError(f"site {site}: no label_probability to threshold or smooth with. "
                              "Fix: classify again (the classifier writes it).")
-        times = ds["time"].values
+        import dask
+
         need_magnetic = "mlt" in self.by or "mlat" in self.by
         bounds = np.cumsum((0,) + label.chunks[0])
-        t_ms = times.astype("datetime64[ms]").astype(np.int64)
+        t_ms = ds["time"].values.astype("datetime64[ms]").astype(np.int64)
+        tasks = []
         for a, b in zip(bounds[:-1], bounds[1:]):
-            lo, hi = a, b
+            lo, hi = int(a), int(b)
             if smooth_ms:  # context of half a window on either side, so block edges smooth as the rest
                 half = smooth_ms // 2 + 1
                 lo = int(np.searchsorted(t_ms, t_ms[a] - half, side="left"))
                 hi = int(np.searchsorted(t_ms, t_ms[b - 1] + half, side="right"))
-            codes = np.asarray(label[lo:hi].compute(), np.float64)
-            p = np.asarray(prob[lo:hi].compute(), np.float64) if prob is not None else None
-            inner = np.zeros(hi - lo, bool)
-            inner[a - lo: b - lo] = True
-            coords = {}
-            if need_magnetic:
-                coords["mlt"] = np.asarray(ds["mlt"][a:b].values, np.float64)
-                coords["mlat"] = np.asarray(ds["mlat"][a:b].values, np.float64)
-            self._add_block(site, t_ms[lo:hi], codes, p, inner, coords, min_probability, smooth_ms)
+            mlt = ds["mlt"].data[a:b] if need_magnetic else None
+            mlat = ds["mlat"].data[a:b] if need_magnetic else None
+            tasks.append(dask.delayed(self._block, pure=False)(
+                site, t_ms, int(a), int(b), lo, hi, label[lo:hi], None if prob is None else prob[lo:hi],
+                mlt, mlat, min_probability, smooth_ms))
+        for part in dask.compute(*tasks, scheduler="threads"):  # a block per core; the merge is here
+            self._merge(part)
 
-    def _add_block(self, site, t_ms, codes, prob, inner, coords, min_probability, smooth_ms):
+    def _merge(self, part: dict) -> None:
+        for key, counts in part["counts"].items():
+            self.counts[key] = self.counts[key] + counts if key in self.counts else counts
+        for name in ("frames_read", "frames_counted", "without_magnetic", "below_threshold"):
+            setattr(self, name, getattr(self, name) + part[name])
+        self.years_seen.update(part["years"])
+
+    def _block(self, site, t_all, a, b, lo, hi, codes, prob, mlt, mlat, min_probability, smooth_ms) -> dict:
+        """Counts of frames ``[a, b)`` of a site-year (``[lo, hi)`` with the smoothing's context):
+        a partial result for ``_merge`` (run in a worker thread: no shared state is written)."""
         from aurora_pipeline.events import smooth_labels
 
         k = len(self.classes)
+        t_ms = t_all[lo:hi]
+        codes = np.asarray(codes)
+        prob = None if prob is None else np.asarray(prob)
+        inner = np.zeros(hi - lo, bool)
+        inner[a - lo: b - lo] = True
+        coords = {} if mlt is None else {"mlt": np.asarray(mlt), "mlat": np.asarray(mlat)}
         lookup = np.full(int(self.flag_values.max()) + 2, -1, np.int64)  # flag value -> class index
         lookup[self.flag_values.astype(np.int64)] = np.arange(k)
         raw = np.where(np.isfinite(codes), codes, -1).astype(np.int64)
@@ -218,12 +233,13 @@ class _Accumulator:
         labelled = index >= 0
         if prob is not None:
             labelled &= np.isfinite(prob).all(axis=1)
-        self.frames_read += int(np.count_nonzero(labelled & inner))
+        part = {"counts": {}, "frames_read": int(np.count_nonzero(labelled & inner)), "frames_counted": 0,
+                "without_magnetic": 0, "below_threshold": 0, "years": set()}
         counted = index.copy()
         confidence = None
         if smooth_ms:
             keep = np.flatnonzero(labelled)
-            t, own, evidence = t_ms[keep], index[keep], prob[keep]
+            t, own, evidence = t_ms[keep], index[keep], prob[keep].astype(np.float64)
             step = np.diff(t)
             cadence = float(np.median(step)) if len(step) else 1000.0
             segment = np.r_[0, np.cumsum(step > 3.0 * max(cadence, 1.0))]
@@ -239,24 +255,24 @@ class _Accumulator:
         use = labelled & inner
         if confidence is not None:
             sure = use & (confidence >= float(min_probability))
-            self.below_threshold += int(np.count_nonzero(use & ~sure))
+            part["below_threshold"] = int(np.count_nonzero(use & ~sure))
             use = sure
         counted, t_in = counted[inner], t_ms[inner]
         use = use[inner]
         bins, valid = self._bin_index(site, t_in, coords)
-        self.without_magnetic += int(np.count_nonzero(use & ~valid))
+        part["without_magnetic"] = int(np.count_nonzero(use & ~valid))
         use &= valid
         years = _year_of(t_in)
         present = (np.flatnonzero(np.bincount(years[use] - years.min())) + years.min()) if use.any() else []
+        size = int(np.prod(self._shape())) * k
         for year in (present if "year" in self.by else [None]):
             sel = use if year is None else use & (years == year)
-            key = int(year) if year is not None else None
-            if key not in self.counts:
-                self.counts[key] = np.zeros(self._shape() + (k,), np.int64)
             flat = bins[sel] * k + counted[sel]
-            self.counts[key] += np.bincount(flat, minlength=self.counts[key].size).reshape(self.counts[key].shape)
-            self.frames_counted += int(np.count_nonzero(sel))
-        self.years_seen.update(int(y) for y in present)
+            part["counts"][None if year is None else int(year)] = \
+                np.bincount(flat, minlength=size).reshape(self._shape() + (k,))
+            part["frames_counted"] += int(np.count_nonzero(sel))
+        part["years"] = {int(y) for y in present}
+        return part
 
     def _shape(self) -> tuple[int, ...]:
         return tuple(self.sizes[d] for d in self.by if d != "year")
