@@ -248,8 +248,9 @@ def magnetic_keogram_from_dataset(ds: xr.Dataset) -> xr.DataArray:
     if "frames" not in ds:
         raise BadInputError("dataset", "has no `frames` variable.", "Open the site with its frames.")
     if "pixel_mlat" not in ds.coords:
-        raise BadInputError("--magnetic", "needs the skymap's lat/lon beside the frames (magnetic latitude per pixel), "
-                            "and this store has none (ingested with the inscribed circle, or several skymaps in range).",
+        raise BadInputError("--magnetic", "needs the skymap's lat/lon beside the frames (magnetic latitude per "
+                            "pixel), and this store has none (ingested with the inscribed circle, or several "
+                            "skymaps in range).",
                             "Ingest with --skymaps, and ask for a range inside one skymap's validity.")
     geometry = _geometry(ds, ds["frames"].shape[1:])
     mlat = np.asarray(ds["pixel_mlat"].values, np.float64)

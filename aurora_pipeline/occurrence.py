@@ -338,13 +338,14 @@ class _Accumulator:
         p = np.where(clear[..., None] > 0, p, np.nan)
         err = np.where(clear[..., None] > 0, err, np.nan)
         data = {
-            "label_frames": (by + ["class"], counts, {"units": "1", "long_name": "labelled frames of each class in the bin"}),
+            "label_frames": (by + ["class"], counts,
+                             {"units": "1", "long_name": "labelled frames of each class in the bin"}),
             "frames": (by, frames, {"units": "1", "long_name": "labelled frames counted in the bin (every class)"}),
             "clear_sky_frames": (by, clear, {"units": "1", "long_name": "clear-sky frames in the bin: the denominator",
                                              "comment": DENOMINATOR}),
-            "probability": (by + ["sky_class"], p, {"units": "1", "long_name": "occurrence probability of the class "
-                                                    "among clear-sky frames", "comment": "label_frames / clear_sky_frames; "
-                                                    "missing (NaN) where the bin has no clear-sky frame"}),
+            "probability": (by + ["sky_class"], p, {
+                "units": "1", "long_name": "occurrence probability of the class among clear-sky frames",
+                "comment": "label_frames / clear_sky_frames; missing (NaN) where the bin has no clear-sky frame"}),
             "probability_error": (by + ["sky_class"], err, {
                 "units": "1", "long_name": "binomial standard error of the occurrence probability",
                 "comment": "sqrt(p (1 - p) / clear_sky_frames); frames 3 s apart are not independent, so this is "

@@ -56,7 +56,8 @@ def occurrence_figure(occ: xr.Dataset, *, title: str | None = None):
     rows = 2 if dial else 1
     if dial:
         p = _mlt_mlat_probability(occ)
-        top = float(np.nanmax(p.sel(sky_class=classes).values)) if np.isfinite(p.sel(sky_class=classes).values).any() else 1.0
+        drawn = p.sel(sky_class=classes).values
+        top = float(np.nanmax(drawn)) if np.isfinite(drawn).any() else 1.0
         for i, name in enumerate(classes):
             ax = fig.add_subplot(rows, n, i + 1, projection="polar")
             mesh = _dial(ax, p.sel(sky_class=name), vmax=max(top, 1e-6))
@@ -95,7 +96,8 @@ def describe(occ: xr.Dataset) -> str:
     clear = int(occ["clear_sky_frames"].sum())
     return (f"Auroral occurrence, sites {a.get('aurora_sites', '')}, {span}: {counted:,} labelled frames, "
             f"{clear:,} clear-sky\n" + "denominator: clear-sky frames (every label except cloudy and moon)"
-            + (f"; {', '.join(extra)}" if extra else "") + "; AACGM-v2 MLT and magnetic latitude of the zenith at 110 km")
+            + (f"; {', '.join(extra)}" if extra else "")
+            + "; AACGM-v2 MLT and magnetic latitude of the zenith at 110 km")
 
 
 def _mlt_mlat_probability(occ: xr.Dataset) -> xr.DataArray:

@@ -30,7 +30,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--end", help="end (exclusive), ISO 8601 UT")
     p.add_argument("--by", default="mlt,mlat", help="bins: any of mlt, mlat, month, year, site (comma-separated)")
     p.add_argument("--min-probability", type=float, help="count only frames whose label has at least this probability")
-    p.add_argument("--smooth", help="count the events' smoothed labels over this window (e.g. 30s) instead of per-frame")
+    p.add_argument("--smooth", help="count the events' smoothed labels over this window (e.g. 30s), "
+                   "not per-frame ones")
     p.add_argument("--out", required=True, help="output PNG: a dial and an MLT histogram per aurora class")
     p.add_argument("--csv", help="also write the table of bins (counts, probabilities, errors) as CSV")
 

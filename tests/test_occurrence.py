@@ -15,7 +15,7 @@ import aurora_pipeline
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.events import smooth_labels
 from aurora_pipeline.occurrence import occurrence
-from aurora_pipeline.synth.labelled_store import CLASSES, write_labelled_store
+from aurora_pipeline.synth.labelled_store import write_labelled_store
 
 pytest.importorskip("aacgmv2")
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +81,8 @@ def test_every_bin_dimension_and_their_combination(store):
     occ = occurrence(store, by=("site", "year", "month", "mlat", "mlt"))
     assert occ["label_frames"].dims == ("site", "year", "month", "mlat", "mlt", "class")
     assert list(occ.year.values) == [2012, 2013] and list(occ.site.values) == ["gako", "gill"]
-    assert occ.mlat.values.min() == np.floor(df.mlat.min()) + 0.5 and occ.mlat.values.max() == np.floor(df.mlat.max()) + 0.5
+    assert occ.mlat.values.min() == np.floor(df.mlat.min()) + 0.5
+    assert occ.mlat.values.max() == np.floor(df.mlat.max()) + 0.5
     by_site = occ["frames"].sum(("year", "month", "mlat", "mlt")).to_pandas()
     assert by_site.to_dict() == df.groupby("site").size().to_dict()
     months = occ["frames"].sum(("site", "year", "mlat", "mlt")).to_pandas()

@@ -260,7 +260,8 @@ def lazy_frame_coords(times: np.ndarray, position: tuple[float, float, float] | 
     lat, lon = (np.nan, np.nan) if position is None else position[:2]
     out = {}
     for name in ("mlat", "mlt"):
-        data = t.map_blocks(_frame_block, lat, lon, altitude_km, name, dtype=np.float32)
+        data = t.map_blocks(_frame_block, lat, lon, altitude_km, name, dtype=np.float32,
+                            meta=np.empty((0,), np.float32))  # a meta given: dask need not call it to learn one
         attrs = dict(_ATTRS[name], aacgm_altitude_km=float(altitude_km), aacgm_source=SOURCE,
                      site_position_source=position_source,
                      comment="missing (NaN) outside AACGM-v2's years 1990-2030 or without a site position")
