@@ -28,6 +28,10 @@ def __getattr__(name):  # lazy, so `import aurora_pipeline` stays cheap (no torc
         from aurora_pipeline.events import label_events
 
         return label_events
+    if name == "occurrence":
+        from aurora_pipeline.occurrence import occurrence
+
+        return occurrence
     if name == "similar":
         from aurora_pipeline.search.query import similar
 
@@ -35,4 +39,5 @@ def __getattr__(name):  # lazy, so `import aurora_pipeline` stays cheap (no torc
     raise AttributeError(f"module 'aurora_pipeline' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "keogram", "label_events", "open_site", "open_sites", "read_inventory", "similar"]
+__all__ = ["__version__", "keogram", "label_events", "occurrence", "open_site", "open_sites", "read_inventory",
+           "similar"]

@@ -221,3 +221,87 @@ def _label_coords(ds: xr.Dataset) -> dict:
 def keogram_png(keo: xr.DataArray, path, *, title: str | None = None):
     """Draw a keogram with its label strip and label probability beneath (see ``plots.keogram_png``)."""
     return draw(keo, path, title=title)
+
+
+# --- along the magnetic meridian (issue 21) ---------------------------------------------------------------
+def magnetic_keogram(store, site: str, start=None, end=None, *, storage_options: dict | None = None) -> xr.DataArray:
+    """The keogram along the site's magnetic meridian, its axis AACGM-v2 magnetic latitude (as asilib offers).
+
+    Needs the skymap's coordinates in the store (ingest with ``--skymaps``): the line is
+    the pixels nearest to points of the zenith's magnetic longitude, one step of the
+    pixels' own magnetic-latitude spacing apart, south to north (``magnetic_keogram_from_dataset``).
+
+    Returns:
+        uint8 DataArray (time, mlat) with coords ``mlon``, ``el``, ``y``, ``x`` along the
+        line and ``label`` / ``label_probability`` along time, like ``keogram``.
+
+    Raises:
+        StoreError: nothing stored. BadInputError: no skymap coordinates in the store.
+    """
+    from aurora_pipeline.store import open_site
+
+    ds = open_site(store, site, start, end, variables=["frames", "label", "label_probability"],
+                   storage_options=storage_options)
+    return magnetic_keogram_from_dataset(ds)
+
+
+def magnetic_keogram_from_dataset(ds: xr.Dataset) -> xr.DataArray:
+    """``magnetic_keogram`` on a Dataset shaped like ``open_site``'s (``frames``, ``pixel_mlat``/``pixel_mlon``)."""
+    if "frames" not in ds:
+        raise BadInputError("dataset", "has no `frames` variable.", "Open the site with its frames.")
+    if "pixel_mlat" not in ds.coords:
+        raise BadInputError("--magnetic", "needs the skymap's lat/lon beside the frames (magnetic latitude per "
+                            "pixel), and this store has none (ingested with the inscribed circle, or several "
+                            "skymaps in range).",
+                            "Ingest with --skymaps, and ask for a range inside one skymap's validity.")
+    geometry = _geometry(ds, ds["frames"].shape[1:])
+    mlat = np.asarray(ds["pixel_mlat"].values, np.float64)
+    mlon = np.asarray(ds["pixel_mlon"].values, np.float64)
+    inside = geometry["inside"] & np.isfinite(mlat) & np.isfinite(mlon)
+    if inside.sum() < 3:
+        raise BadInputError("pixel_mlat", "has no magnetic coordinates inside the field of view (outside AACGM-v2's "
+                            "years 1990-2030?).", "Ask for a time range inside 1990-2030.")
+    iy, ix = meridian_pixels(mlat, mlon, geometry["el"], inside)
+    coords = {"time": ds["time"].values,
+              "mlat": ("k", mlat[iy, ix].astype(np.float32), dict(ds["pixel_mlat"].attrs)),
+              "mlon": ("k", mlon[iy, ix].astype(np.float32), dict(ds["pixel_mlon"].attrs)),
+              "el": ("k", geometry["el"][iy, ix].astype(np.float32), {"units": "degree",
+                                                                      "long_name": "elevation of the slice's pixel"}),
+              "y": ("k", iy.astype(np.int32), {"long_name": "row of the slice's pixel in the frames"}),
+              "x": ("k", ix.astype(np.int32), {"long_name": "column of the slice's pixel in the frames"})}
+    coords.update(_label_coords(ds))
+    values = ds["frames"].isel(y=xr.DataArray(iy, dims="k"), x=xr.DataArray(ix, dims="k")).values
+    keo = xr.DataArray(values, dims=("time", "k"), coords=coords, name="keogram").swap_dims(k="mlat")
+    keo.attrs = {"long_name": "keogram along the magnetic meridian through the zenith", "units": "1",
+                 "comment": "preprocessed frame values (uint8, 0..255 meaning 0..1 of eq. 1)",
+                 "site": ds.attrs.get("site", ""), "keogram_axis": "magnetic meridian",
+                 "keogram_geometry": f"{geometry['what']}, AACGM-v2 at {ds['pixel_mlat'].attrs.get('aacgm_epoch', '')}",
+                 **{k: v for k, v in ds.attrs.items() if k.startswith("preprocess_") or k.startswith("skymap_")}}
+    return keo
+
+
+def meridian_pixels(mlat: np.ndarray, mlon: np.ndarray, el: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(rows, columns) of the pixels along the magnetic meridian of the zenith (highest ``el``), south to north.
+
+    Points of the zenith's magnetic longitude are laid one pixel spacing of magnetic
+    latitude apart; each takes the nearest pixel inside the field of view (distance on
+    the sphere, locally), kept only when it is within one spacing; repeats are dropped.
+    """
+    y0, x0 = np.unravel_index(np.nanargmax(np.where(inside, el, np.nan)), el.shape)
+    lon0 = mlon[y0, x0]
+    rows, cols = np.nonzero(inside)
+    plat, plon = mlat[rows, cols], mlon[rows, cols]
+    step = float(np.nanmedian(np.abs(np.diff(mlat, axis=0))[inside[1:] & inside[:-1]]))
+    step = step if np.isfinite(step) and step > 0 else 0.1
+    targets = np.arange(plat.min(), plat.max() + step, step)
+    out = []
+    for target in targets:
+        d2 = (plat - target) ** 2 + (((plon - lon0 + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(target))) ** 2
+        i = int(np.argmin(d2))
+        if d2[i] <= (1.5 * step) ** 2 and (not out or out[-1] != i):
+            out.append(i)
+    picked = np.array(out, np.int64)
+    order = np.argsort(plat[picked], kind="stable")
+    picked = picked[order]
+    picked = picked[np.r_[True, np.diff(plat[picked]) > 0]]  # strictly increasing axis
+    return rows[picked], cols[picked]

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 
-from flows import search_cli, where_cli
+from flows import occurrence_cli, search_cli, where_cli
 from flows._options import config_option
 
 DRAIN_TIMEOUT_S = 30.0  # at most this long waiting for Prefect to send its last events after an error
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                   help="frames in each of the synthetic archive's 8 site-hours (fewer for a quicker run)")
     where_cli.add_parsers(sub)  # keogram, events: figures and tables from the store, no flow
     search_cli.add_parsers(sub)  # index (flow build-index), similar (no flow)
+    occurrence_cli.add_parsers(sub)  # occurrence (no flow)
 
     p = sub.add_parser("convert-store", help="copy a store of the old per-hour layout (format 1) into a new store")
     p.add_argument("old", help="the format-1 store")
@@ -493,6 +494,8 @@ _HANDLERS["convert-store"] = _convert_store
 _HANDLERS.update(where_cli.HANDLERS)
 _HANDLERS.update(search_cli.HANDLERS)
 _NO_FLOW |= search_cli.NO_FLOW
+_HANDLERS.update(occurrence_cli.HANDLERS)
+_NO_FLOW |= occurrence_cli.NO_FLOW
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,6 +31,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--axis", choices=["ns", "ew"], default="ns", help="north-south keogram or east-west ewogram")
     p.add_argument("--coordinate", choices=["elevation", "latitude", "longitude"], default="elevation",
                    help="y axis: angle along the line, or latitude (ns) / longitude (ew) from the skymap")
+    p.add_argument("--magnetic", action="store_true",
+                   help="along the site's magnetic meridian, y axis AACGM-v2 magnetic latitude (needs --skymaps "
+                        "at ingest; --axis and --coordinate are then not used)")
 
     p = sub.add_parser("events", help="a catalogue of auroral events from the frame labels (CSV or Parquet)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -47,7 +50,12 @@ def add_parsers(sub) -> None:
 def _keogram(args):
     from aurora_pipeline.keograms import keogram, keogram_png
 
-    keo = keogram(args.store, args.site, args.start, args.end, axis=args.axis, coordinate=args.coordinate)
+    if getattr(args, "magnetic", False):
+        from aurora_pipeline.keograms import magnetic_keogram
+
+        keo = magnetic_keogram(args.store, args.site, args.start, args.end)
+    else:
+        keo = keogram(args.store, args.site, args.start, args.end, axis=args.axis, coordinate=args.coordinate)
     path = keogram_png(keo, args.out)
     out = {"keogram_png": str(path), "site": args.site, "frames": int(keo.sizes["time"]),
            "first": str(keo["time"].values[0]), "last": str(keo["time"].values[-1]),

@@ -280,10 +280,13 @@ def _same(a, b) -> bool:
 def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
     times = np.concatenate([p.times for p in pieces])
     names = sorted({n for p in pieces for n in p.arrays}, key=lambda n: (n != "frames", n))
-    skymaps = np.concatenate([p.facts["skymap"][p.owner] for p in pieces])
+    # per hour first, then out to the frames: a per-frame str conversion of 10^6 names costs seconds
+    skymaps = np.concatenate([p.facts["skymap"].astype(str)[p.owner] for p in pieces])
     extra, sky_attrs = _site_skymap(pieces, skymaps)
     n_hours = int(sum(len(p.hours) for p in pieces))
-    coords = {"time": ("time", times, {"standard_name": "time", "long_name": "frame time (UT)"}), **extra}
+    magnetic, site_attrs = _magnetic_coords(site, pieces, skymaps, times, extra)
+    coords = {"time": ("time", times, {"standard_name": "time", "long_name": "frame time (UT)"}), **extra,
+              **magnetic}
     classes = next((p.classes for p in pieces if p.classes is not None), None)
     if classes is not None:
         coords["class"] = ("class", classes[0], classes[1])
@@ -296,7 +299,7 @@ def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
             var = _site_variable(name, pieces, rows)
             fact = DERIVED.get(name)
             if fact is not None:
-                done = np.concatenate([p.facts[fact][p.owner] != "" for p in pieces])
+                done = np.concatenate([(p.facts[fact] != "")[p.owner] for p in pieces])
                 attrs = dict(var.attrs) | _ids_over(pieces, name)
                 if not done.all():  # values of hours whose stage has not completed are missing
                     var = var.where(xr.Variable("time", done))
@@ -305,21 +308,81 @@ def _site_dataset(st: Store, site: str, pieces: list[_YearPiece]) -> xr.Dataset:
     ds = xr.Dataset(data, coords=coords)
     ds["time"].encoding = {"units": layout.TIME_UNITS, "dtype": "int64"}
     ds.attrs = {"site": site, "aurora_hours": n_hours, "aurora_pipeline_version": st.attrs.get("aurora_pipeline_version"),
-                **sky_attrs,
+                **sky_attrs, **site_attrs,
                 **{f"preprocess_{k}": ("none" if v is None else v) for k, v in (st.preprocess or {}).items()}}
     return ds
 
 
 def _site_skymap(pieces: list[_YearPiece], skymaps: np.ndarray) -> tuple[dict, dict]:
     """The `skymap` coordinate along time, and el/az/lat/lon when every frame shares one skymap."""
-    names = np.asarray(skymaps, dtype=object).astype(str)
+    names = np.asarray(skymaps).astype(str)
     coords = {"skymap": ("time", names, {"long_name": "skymap file of the frame's hour (empty: inscribed circle)"})}
-    used = sorted({n for n in names if n})
+    used = _used_skymaps(pieces)
     if len(used) != 1:
         return coords, ({"skymap_files": " ".join(used)} if used else {})
-    piece = next(p for p in pieces if used[0] in set(p.facts["skymap"][p.owner]))
-    geometry, attrs = skymap_coords(piece.group, piece.facts["skymap"][piece.owner])
+    piece = next(p for p in pieces if used[0] in _used_skymaps([p]))
+    geometry, attrs = skymap_coords(piece.group, piece.facts["skymap"][_frame_hours(piece)])  # per hour
     return {**coords, **{k: v for k, v in geometry.items() if k != "skymap"}}, attrs
+
+
+def _used_skymaps(pieces: list[_YearPiece]) -> list[str]:
+    """The skymap names of the hours that have frames in the pieces, sorted (per hour, not per frame)."""
+    return sorted({str(n) for p in pieces for n in p.facts["skymap"][_frame_hours(p)] if str(n)})
+
+
+def _frame_hours(piece: _YearPiece) -> np.ndarray:
+    """The hour indices that hold the piece's frames (``owner`` is sorted: one pass, no hashing)."""
+    owner = piece.owner
+    return owner[np.r_[True, owner[1:] != owner[:-1]]] if len(owner) else owner
+
+
+def _magnetic_coords(site: str, pieces: list[_YearPiece], skymaps: np.ndarray, times: np.ndarray,
+                     sky_coords: dict) -> tuple[dict, dict]:
+    """Lazy AACGM-v2 coordinates (``source/magnetic.py``): ``mlat``/``mlt`` of the zenith along time,
+    and ``pixel_mlat``/``pixel_mlon`` on (y, x) beside a skymap's lat/lon; and the site position attributes.
+
+    The position: the first skymap of the frames that recorded one (``skymap_site_position``),
+    else the published THEMIS table. Nothing is computed here; frames outside AACGM's years
+    are only counted (the caller warns)."""
+    from aurora_pipeline.source import magnetic
+
+    position, source = None, "none (no skymap position and not in THEMIS_POSITIONS)"
+    used = _used_skymaps(pieces)
+    if used:
+        position = _skymap_position(pieces, used)
+        if position is not None:
+            source = "skymap"
+    if position is None:
+        position = magnetic.site_position(site)
+        if position is not None:
+            source = "THEMIS_POSITIONS (asilib asi_locations.csv)"
+    coords = magnetic.lazy_frame_coords(times, position, source)
+    if "lat" in sky_coords and "lon" in sky_coords:
+        lat, lon = sky_coords["lat"][1], sky_coords["lon"][1]
+        altitude = float(sky_coords["lat"][2].get("mapping_altitude_km", magnetic.ALTITUDE_KM))
+        coords.update(magnetic.lazy_pixel_coords(lat, lon, altitude, times[len(times) // 2]))
+    attrs = {"site_position_source": source}
+    if position is not None:
+        attrs |= {"site_lat": position[0], "site_lon": position[1], "site_alt_m": position[2]}
+    return coords, attrs
+
+
+def _skymap_position(pieces: list[_YearPiece], used: list[str]) -> tuple[float, float, float] | None:
+    """The imager position the store kept with the first of ``used`` skymaps, or None (older store)."""
+    for piece in pieces:
+        if not set(_used_skymaps([piece])) & set(used):
+            continue
+        try:
+            files = [str(v) for v in piece.group["skymap_file"][:]]
+            positions = piece.group["skymap_site_position"][:]
+        except KeyError:
+            continue
+        for name in used:
+            if name in files and files.index(name) < len(positions):
+                value = positions[files.index(name)]
+                if np.all(np.isfinite(value)):
+                    return tuple(float(v) for v in value)
+    return None
 
 
 def _ids_over(pieces: list[_YearPiece], name: str) -> dict:
@@ -365,10 +428,27 @@ def open_site(store: StoreLike, site: str, start=None, end=None, *, variables: l
     missing = NaN), ``label_probability`` (time, class), ``cluster`` (time; missing = NaN), as
     far as the stages have written them (``variables`` keeps only some). Values of an hour
     whose stage has not completed are missing. Raises StoreError when nothing is stored.
+
+    Magnetic coordinates (AACGM-v2, ``aurora_pipeline.source.magnetic``), lazy: nothing is
+    computed until read. ``mlat`` and ``mlt`` (time) of the imager's zenith at 110 km;
+    with a skymap, ``pixel_mlat`` / ``pixel_mlon`` (y, x) of its ``lat``/``lon`` at their
+    mapping altitude. The site's position (attributes ``site_lat``, ``site_lon``,
+    ``site_alt_m``, ``site_position_source``) is the skymap's, else the published table.
+    Frames outside AACGM's years 1990-2030 get NaN, and one MagneticCoordinatesWarning.
     """
     start, end = time_range(start, end)
     st = Store.open(store, storage_options)
     site = site.lower()
+    ds = _open_site(st, site, start, end, variables)
+    outside = _outside_aacgm(ds)
+    if outside:
+        from aurora_pipeline.source.magnetic import range_warning
+
+        range_warning(f"{st.url} {site}", outside)
+    return ds
+
+
+def _open_site(st: Store, site: str, start, end, variables) -> xr.Dataset:
     pieces = _read_years(st, site, years_in(st, site, start, end), start, end, variables)
     if not pieces:
         if site not in st.sites():
@@ -378,13 +458,23 @@ def open_site(store: StoreLike, site: str, start=None, end=None, *, variables: l
     return _site_dataset(st, site, pieces)
 
 
+def _outside_aacgm(ds: xr.Dataset) -> int:
+    """Frames of ``ds`` outside AACGM-v2's valid years (cheap: two comparisons on the sorted times)."""
+    from aurora_pipeline.source.magnetic import outside_valid_years
+
+    t = ds["time"].values
+    return outside_valid_years(t) if len(t) and outside_valid_years(t[[0, -1]]) else 0
+
+
 def open_sites(store: StoreLike, sites: list[str] | None = None, start=None, end=None, *, label: str | None = None,
                variables: list[str] | None = None, storage_options: dict | None = None) -> xr.Dataset:
     """Several sites as one lazy Dataset sorted by time, with a ``site`` coordinate along ``time``.
 
     ``sites`` defaults to the store's own record of its sites. ``label`` keeps only the frames
     labelled with that class (frames with no label are skipped). ``variables`` defaults to
-    every variable but ``frames`` (heavy).
+    every variable but ``frames`` (heavy). ``mlat``/``mlt`` come along time as in
+    ``open_site`` (one warning for all sites outside AACGM's years); the per-pixel
+    ``pixel_mlat``/``pixel_mlon`` only when one site is asked for.
     """
     start, end = time_range(start, end)
     st = Store.open(store, storage_options)
@@ -395,7 +485,9 @@ def open_sites(store: StoreLike, sites: list[str] | None = None, start=None, end
                             "pick sites the store holds, or ingest them first")
     wanted = variables if variables is not None else ["embedding", "label", "label_probability", "cluster"]
     parts = []
-    for site, ds in zip(sites, _in_threads(lambda s: open_site(st, s, start, end, variables=wanted + (["label"] if label else [])), sites)):
+    for site, ds in zip(sites, _in_threads(lambda s: _open_site(st, s, start, end, wanted + (["label"] if label else [])), sites)):
+        if len(sites) > 1:  # per-pixel geometry is one site's: not carried into a multi-site Dataset
+            ds = ds.drop_vars([n for n in ("pixel_mlat", "pixel_mlon") if n in ds.coords])
         parts.append(ds.assign_coords(site=("time", np.full(ds.sizes["time"], site))))
     out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time", data_vars="all", coords="different",
                                                      compat="equals", join="outer", combine_attrs="drop_conflicts")
@@ -409,4 +501,9 @@ def open_sites(store: StoreLike, sites: list[str] | None = None, start=None, end
         code = out["label"].attrs["flag_values"][names.index(label)]
         out = out.isel(time=np.flatnonzero((out["label"] == code).values))
     out.attrs["sites"] = " ".join(sites)
+    outside = _outside_aacgm(out)
+    if outside:  # once for all the sites
+        from aurora_pipeline.source.magnetic import range_warning
+
+        range_warning(f"{st.url} {', '.join(sites)}", outside)
     return out

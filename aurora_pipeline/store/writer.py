@@ -166,6 +166,7 @@ def ensure_skymap(st, site: str, year: int, sky, fov, coords: dict[str, np.ndarr
             group.create_array("skymap_crop", shape=(0, 4), chunks=(64, 4), dtype="int32", fill_value=-1,
                                dimension_names=["skymap", "edge"],
                                attributes={"long_name": "crop window in the raw frame: row0, row1, col0, col1"})
+            _create_site_position(group)
             altitude = float(altitude_km)
             for name in SKYMAP_VARS:
                 group.create_array(name, shape=(0,) + tuple(size), chunks=(1,) + tuple(size), dtype="float32",
@@ -185,6 +186,10 @@ def ensure_skymap(st, site: str, year: int, sky, fov, coords: dict[str, np.ndarr
             group[name][i] = value
         group["skymap_crop"].resize((i + 1, 4))
         group["skymap_crop"][i] = [fov.rows.start, fov.rows.stop, fov.cols.start, fov.cols.stop]
+        if SITE_POSITION not in group:  # a site-year written before positions were kept
+            _create_site_position(group, rows=i)
+        group[SITE_POSITION].resize((i + 1, 3))
+        group[SITE_POSITION][i] = [sky.site_lat, sky.site_lon, sky.site_alt_m]
         for name in SKYMAP_VARS:
             values = np.asarray(coords[name], np.float32)
             if values.shape != tuple(size):
@@ -192,6 +197,16 @@ def ensure_skymap(st, site: str, year: int, sky, fov, coords: dict[str, np.ndarr
             group[name].resize((i + 1,) + tuple(size))
             group[name][i] = values
         return i
+
+
+SITE_POSITION = "skymap_site_position"  # (skymap, 3): the skymap's own imager position, for magnetic coordinates
+
+
+def _create_site_position(group, rows: int = 0) -> None:
+    group.create_array(SITE_POSITION, shape=(rows, 3), chunks=(64, 3), dtype="float64", fill_value=np.nan,
+                       dimension_names=["skymap", "position"],
+                       attributes={"long_name": "imager position from the skymap file: geodetic latitude (deg), "
+                                                "east longitude (deg), altitude (m)"})
 
 
 def ensure_embedding(st: Store, site: str, year: int, width: int, dtype: str = "float32") -> None:
