@@ -42,10 +42,12 @@ binomial error is a lower bound; an hour of one arc is one event, not 1,200.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from aurora_pipeline.atomic import atomic_path
 from aurora_pipeline.errors import BadInputError, StoreError
 
 BY = ("mlt", "mlat", "month", "year", "site")
@@ -436,17 +438,10 @@ def to_table(occ: xr.Dataset):
                                                                       + list(prob.columns) + list(err.columns)]
 
 
-def write_csv(occ: xr.Dataset, path) -> "Path":
-    """Write ``to_table(occ)`` as CSV (under a temporary name, then renamed); empty bins are blank."""
-    import os
-    from pathlib import Path
-
+def write_csv(occ: xr.Dataset, path) -> Path:
+    """Write ``to_table(occ)`` as CSV (atomically: ``aurora_pipeline.atomic``); empty bins are blank."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         to_table(occ).to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
