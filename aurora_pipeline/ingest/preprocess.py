@@ -139,17 +139,29 @@ def stretch(images: np.ndarray, mask: np.ndarray | None = None, low: float = 1.0
     raw = np.asarray(images)
     if raw.ndim != 3:
         raise BadInputError("images", f"expected (n, y, x), got shape {raw.shape}", "pass a stack of frames")
-    inside = raw[:, mask] if mask is not None else raw.reshape(len(raw), -1)
+    if mask is None:
+        inside = raw.reshape(len(raw), -1)
+    else:  # one gather by flat index from a contiguous copy: ~3x faster than a boolean mask on a crop view
+        inside = np.ascontiguousarray(raw).reshape(len(raw), -1)[:, _flat_indices(mask)]
     m, p_high = frame_percentiles(inside, (low, high))
     big_m = p_high - m  # the high percentile of x - m (a shift commutes with percentiles)
     flat = ~(big_m > 0)  # flat or saturated frames: no contrast to stretch
     out = np.subtract(raw, m[:, None, None], dtype=np.float32)  # float32(x) - m: the counts are exact in float32
     out /= np.where(flat, 1.0, big_m).astype(np.float32)[:, None, None]
     out[flat] = 0.0
-    np.clip(out, 0.0, 1.0, out=out)
-    if mask is not None:
-        np.multiply(out, mask, out=out)  # 0 outside (values are finite and >= 0 here: the same bytes as assigning 0)
+    # clip to [0, 1] inside the mask and to [0, 0] outside it: one pass sets both
+    np.clip(out, 0.0, 1.0 if mask is None else _upper_bound(mask), out=out)
     return out
+
+
+def _flat_indices(mask: np.ndarray) -> np.ndarray:
+    """Flat indices of the True pixels of ``mask`` (y, x), in row-major order (that of ``raw[:, mask]``)."""
+    return np.flatnonzero(mask)
+
+
+def _upper_bound(mask: np.ndarray) -> np.ndarray:
+    """float32 1 where ``mask`` is True, 0 elsewhere (the stretch's clip bound)."""
+    return np.asarray(mask, dtype=np.float32)
 
 
 def frame_percentiles(values: np.ndarray, qs=(1.0, 99.0)) -> list[np.ndarray]:
