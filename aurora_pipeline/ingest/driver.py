@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,16 +146,22 @@ def ingest_file(
             return FileOutcome(file, "failed", problem=f"could not be fetched after retries ({type(err).__name__}: {err})",
                                fix="check the archive's address and the network; the next run tries again",
                                seconds=time.perf_counter() - started)
-        frames = read_asi_cdf(str(local), name=file.url, expected_site=file.site)
-        _check_hour(frames.times, file)
-        images = preprocess_frames(frames.images, cfg, fov)
+        with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+            # hashlib releases the GIL: the checksum is taken while cdflib decodes, not after
+            digest = hasher.submit(sha256_of, local)
+            frames = read_asi_cdf(str(local), name=file.url, expected_site=file.site)
+            _check_hour(frames.times, file)
+            images = preprocess_frames(frames.images, cfg, fov)
+            times, layout = frames.times, frames.layout
+            del frames  # the raw counts (150 MiB an hour) are not held through the write
+            sha256 = digest.result()
         st = Store.open(store, storage_options, mode="a")
         chunks = write_frames(st, file.site, file.hour_start, images)
-        written = HourWrite(hour=file.hour_start, times=frames.times.astype("datetime64[ms]"), source_file=file.name,
-                            source_url=file.url, source_sha256=sha256_of(local), source_size=int(local.stat().st_size),
-                            source_layout=frames.layout, skymap=fov.skymap if fov is not None else "")
+        written = HourWrite(hour=file.hour_start, times=times.astype("datetime64[ms]"), source_file=file.name,
+                            source_url=file.url, source_sha256=sha256, source_size=int(local.stat().st_size),
+                            source_layout=layout, skymap=fov.skymap if fov is not None else "")
         return FileOutcome(file, "ingested", len(images), seconds=time.perf_counter() - started,
-                           first_time=str(frames.times[0]), last_time=str(frames.times[-1]), written=written,
+                           first_time=str(times[0]), last_time=str(times[-1]), written=written,
                            chunks=tuple(chunks))
     except BadInputError as err:
         return FileOutcome(file, "failed", problem=err.problem, fix=err.fix, seconds=time.perf_counter() - started)

@@ -202,3 +202,50 @@ def test_circle_grid_elevation_is_the_equidistant_fisheye():
     edge = el[32, :][np.isfinite(el[32, :])]
     assert 12.0 < edge.min() < 16.0  # the kept circle ends near 13.5 degrees
     assert np.isnan(el[0, 0])
+
+
+# --- the fast paths: exact percentiles by histogram, the banded resize ------------------------------
+
+from aurora_pipeline.ingest.preprocess import frame_percentiles, resample_matrix  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype,k", [(np.uint16, 37_000), (np.uint16, 1), (np.uint16, 2), (np.uint8, 500),
+                                     (np.float32, 999), (np.float64, 50)])
+def test_frame_percentiles_equal_numpy_percentile(dtype, k):
+    rng = np.random.default_rng(3)
+    top = 256 if dtype == np.uint8 else 65536
+    values = rng.integers(0, top, size=(6, k)).astype(dtype)
+    values[1] = values[1, 0]               # a flat frame
+    values[2, : k // 2] = top - 1          # half saturated
+    before = values.copy()
+    qs = (1.0, 99.0, 50.0, 0.0, 100.0)
+    got = frame_percentiles(values, qs)
+    for q, g in zip(qs, got):
+        expected = np.percentile(values.astype(np.float64), q, axis=1)
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, expected, rtol=1e-6)
+    np.testing.assert_array_equal(values, before)  # the caller's pixels are not reordered
+
+
+def test_frame_percentiles_of_counts_and_of_floats_agree_exactly():
+    values = np.random.default_rng(4).integers(0, 40_000, size=(8, 10_001)).astype(np.uint16)
+    for by_histogram, by_partition in zip(frame_percentiles(values, (1, 99)),
+                                          frame_percentiles(values.astype(np.float32), (1, 99))):
+        np.testing.assert_array_equal(by_histogram, by_partition)
+
+
+def test_banded_resize_is_the_full_matrix_product_to_the_bit():
+    x = np.random.default_rng(5).random((4, 218, 218), dtype=np.float32)
+    x[x < 0.3] = 0.0
+    rows, cols = resample_matrix(218, 128), resample_matrix(218, 128)
+    full = np.matmul(np.matmul(rows, x.astype(np.float64)), cols.T).astype(np.float32)
+    np.testing.assert_array_equal(resize(x, 128), full)
+
+
+@pytest.mark.parametrize("block_frames", [1, 7, 128])
+def test_outputs_do_not_depend_on_the_block_size(block_frames):
+    frames = np.random.default_rng(6).integers(2000, 60000, size=(20, 256, 256)).astype(np.uint16)
+    frames[3] = 5000  # flat
+    reference = preprocess_frames(frames, PreprocessConfig(image_size=128))
+    again = preprocess_frames(frames, PreprocessConfig(image_size=128, block_frames=block_frames))
+    np.testing.assert_array_equal(again, reference)
