@@ -23,7 +23,7 @@ def list_files(archive: str, sites: list[str] | None, start: str | None, end: st
 @task(cache_policy=NO_CACHE)
 def ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km) -> PreprocessConfig:
     """The preprocessing setting asked for, the store's own for what was not asked."""
-    base = store_config(store, PreprocessConfig(fov="elevation" if skymaps else "circle"))
+    base = store_config(store, PreprocessConfig(fov="elevation") if skymaps else PreprocessConfig())
     changes = {"image_size": image_size} if image_size else {}
     if skymaps:
         changes.update(fov="elevation", min_elevation=min_elevation, map_altitude_km=map_altitude_km)
