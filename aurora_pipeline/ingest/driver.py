@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from aurora_pipeline import __version__
-from aurora_pipeline.errors import BadInputError, StoreError
+from aurora_pipeline.errors import BadInputError, CheckpointError, StoreError
 from aurora_pipeline.hours import hour_range, hour_stamp
 from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
 from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
@@ -92,6 +92,25 @@ class IngestReport:
 def preprocess_setting(cfg: PreprocessConfig) -> dict:
     """The parameters that make a store's frames what they are (the store holds exactly one setting)."""
     return cfg.setting()
+
+
+def encoder_config(checkpoint: str, storage_options: dict | None = None) -> PreprocessConfig:
+    """The preprocessing setting an encoder checkpoint expects its frames in (``ingest --checkpoint``).
+
+    Raises:
+        CheckpointError: not a checkpoint, or one that records no setting (trained before
+            checkpoints recorded it).
+    """
+    from aurora_pipeline.encoder.checkpoint import encoder_preprocess, read_verified, resolve_checkpoint
+
+    where = resolve_checkpoint(checkpoint, storage_options)
+    sidecar, _ = read_verified(where, (), storage_options)
+    setting = encoder_preprocess(sidecar)
+    if setting is None:
+        raise CheckpointError(f"{where}: records no preprocessing setting (it predates checkpoints recording "
+                              "the setting of their frames). Fix: ingest with --image-size "
+                              f"{sidecar.get('config', {}).get('image_size')} instead of --checkpoint, or retrain.")
+    return PreprocessConfig(**setting)
 
 
 def store_config(store, default: PreprocessConfig | None = None) -> PreprocessConfig:
