@@ -126,8 +126,8 @@ def fit_oath_classifier(
     seconds = time.perf_counter() - started
     scored = cross_validate(X, y, cfg, class_names=ds.class_names, splits=pairs)
     clf = fit_classifier(X, y, cfg, encoder_id=meta["model_id"], class_names=ds.class_names)
-    metrics = {"kind": "oath_reference_splits", "splits": list(map(int, splits)), "train_fraction": train_fraction,
-               **scored, "oath": {"root": str(Path(oath_dir).resolve()), "n_images": len(ds),
+    metrics = {**scored, "kind": "oath_reference_splits", "splits": list(map(int, splits)),
+               "train_fraction": train_fraction, "oath": {"root": str(Path(oath_dir).resolve()), "n_images": len(ds),
                                   "max_images_per_class": max_images_per_class, "checksums_sha256": ds.checksums()},
                "preprocess": setting, "note": note}
     save_classifier(clf, out_dir, metrics=metrics, overwrite=overwrite)
