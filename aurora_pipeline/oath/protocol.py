@@ -343,6 +343,7 @@ def embed_images(data: OathData, encoder: dict[str, Any], cfg: OathBenchmarkConf
     X = embed_frames(model, data.frames, EmbedConfig(device=cfg.device, mixed_precision=cfg.mixed_precision),
                      image_size=cfg.image_size)
     path = Path(out_dir) / "embeddings.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)  # with a given encoder, nothing wrote out_dir before
     tmp = path.with_name(".embeddings.tmp.npz")
     np.savez(tmp, embedding=X, label=data.labels)
     os.replace(tmp, path)
