@@ -184,7 +184,8 @@ def _geometry(ds: xr.Dataset, size: tuple[int, int]) -> dict:
         what = f"skymap {ds.attrs.get('skymap_file', '')}".strip()
         return {"el": el, "az": get("az"), "lat": get("lat"), "lon": get("lon"), "inside": inside, "what": what}
     if cfg.image_size != size[0] or size[0] != size[1]:
-        cfg = PreprocessConfig(**{**cfg.setting(), "image_size": int(size[0]), "fov": "circle"})
+        cfg = PreprocessConfig(**{**cfg.setting(), "image_size": int(size[0]),
+                                  "fov": "circle" if cfg.fov == "elevation" else cfg.fov})
     el = circle_grid_elevation(cfg).astype(np.float64)
     return {"el": el, "az": None, "lat": None, "lon": None, "inside": np.isfinite(el),
             "what": "pixel geometry of the inscribed circle (equidistant fisheye assumed; no skymap)"}

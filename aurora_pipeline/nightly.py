@@ -176,7 +176,8 @@ def ingest_night(files: list[ArchiveFile], store, config: NightlyConfig) -> Inge
     from aurora_pipeline.dask_cluster import dask_client
 
     cfg = resolve_preprocess(store, image_size=config.image_size, skymaps=config.skymaps,
-                             min_elevation=config.min_elevation, map_altitude_km=config.map_altitude_km)
+                             min_elevation=config.min_elevation, map_altitude_km=config.map_altitude_km,
+                             checkpoint=config.checkpoint)  # a new store is framed as the night's encoder wants
     with dask_client(config.dask_address) as client:
         return ingest(files, store, cfg, client=client, skip_stored=False, skymaps=config.skymaps)
 

@@ -1,4 +1,5 @@
-"""Prefect flows `fit-classifier` and `classify-frames`: the linear classifier and the labels it writes."""
+"""Prefect flows `fit-classifier`, `fit-classifier-oath` and `classify-frames`: the linear classifier
+(fitted on a store's labelled frames, or on OATH with a given encoder) and the labels it writes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from aurora_pipeline.classify.model import ClassifierConfig, load_classifier
 from aurora_pipeline.classify.driver import classify_store, fit_from_store
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.oath.archive_classifier import fit_oath_classifier
+from aurora_pipeline.oath.protocol import parse_splits
 
 
 @task(cache_policy=NO_CACHE)
@@ -18,6 +21,13 @@ def fit(store: str, labels: str, out: str, holdout_hours_fraction: float, cfg: C
     report = fit_from_store(store, labels, out, cfg, holdout_hours_fraction=holdout_hours_fraction,
                             overwrite=overwrite)
     return dataclasses.asdict(report)
+
+
+@task(cache_policy=NO_CACHE)
+def fit_on_oath(oath_dir: str, checkpoint: str, out: str, cfg: ClassifierConfig, splits, max_images_per_class,
+                device: str, overwrite: bool) -> dict:
+    return fit_oath_classifier(oath_dir, checkpoint, out, cfg, splits=splits, max_images_per_class=max_images_per_class,
+                               device=device, overwrite=overwrite, progress=get_run_logger().info)
 
 
 @task(cache_policy=NO_CACHE)
@@ -44,6 +54,20 @@ def fit_classifier_flow(store: str, labels: str, out: str, holdout_hours_fractio
                     cv["folds"])
     if cv["note"]:
         logger.warning("cross-validation: %s", cv["note"])
+    return report
+
+
+@flow(name="fit-classifier-oath", log_prints=True)
+def fit_oath_classifier_flow(oath_dir: str, checkpoint: str, out: str, C: float = 1.0, splits: str = "0,1,2,3,4",
+                             max_images_per_class: int | None = None, device: str = "auto",
+                             overwrite: bool = False) -> dict:
+    """Embed OATH's images with ``checkpoint``'s encoder (in its preprocessing setting), score the l2 logistic
+    regression on the reference splits, fit it on every image and save it under ``out`` for ``classify``."""
+    cfg = ClassifierConfig(C=C)  # bad settings are refused before any reading
+    report = fit_on_oath(oath_dir, checkpoint, out, cfg, parse_splits(splits), max_images_per_class, device, overwrite)
+    s = report["splits"]
+    get_run_logger().info("OATH reference splits: accuracy %.3f +/- %.3f (%d splits, %d images)", s["accuracy"],
+                          s["accuracy_std"], len(s["fold_accuracies"]), report["n_images"])
     return report
 
 

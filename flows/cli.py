@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                   help="with --skymaps: pixels below this elevation (degrees) are outside the field of view")
     config_option(p, PreprocessConfig, "map_altitude_km", "--map-altitude", choices=[float(a) for a in ALTITUDES_KM],
                   help="with --skymaps: altitude (km) of the stored lat/lon")
+    p.add_argument("--checkpoint", help="an encoder checkpoint: a new store gets its preprocessing setting and "
+                   "size (the imported Aurora-FM: OATH framing at 224 px); a store of another setting is refused")
+
+    p = sub.add_parser("import-encoder", help="the published encoder (Aurora-FM state dict) -> a project checkpoint")
+    p.add_argument("file", help="aurora-fm-no-finetune.tar, or any torch.save state dict of its layout")
+    p.add_argument("--out", required=True, help="the checkpoint directory to write")
+    p.add_argument("--sha256", help="the file's SHA-256 (default: the release's own, "
+                   "f9c97e90...2c64e33); any other file needs its digest here")
 
     p = sub.add_parser("pretrain", help="run the flow pretrain-encoder: SimCLR on the store's frames")
     p.add_argument("--store", required=True)
@@ -118,9 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     config_option(p, EmbedConfig, "dtype", choices=OUTPUT_DTYPES)
     p.add_argument("--dask-address")
 
-    p = sub.add_parser("fit-classifier", help="fit the l2 logistic regression on labelled frames' embeddings")
-    p.add_argument("--store", required=True)
-    p.add_argument("--labels", required=True, help="CSV with columns site,time,class")
+    p = sub.add_parser("fit-classifier", help="fit the l2 logistic regression on labelled frames' embeddings "
+                       "(--store + --labels), or on OATH embedded by an encoder (--oath-dir + --checkpoint)")
+    p.add_argument("--store")
+    p.add_argument("--labels", help="CSV with columns site,time,class")
+    p.add_argument("--oath-dir", help="the OATH release (classifications/, images/): fit on its six classes")
+    p.add_argument("--checkpoint", help="with --oath-dir: the encoder that embeds OATH (and the stores to label)")
+    p.add_argument("--splits", default="0,1,2,3,4", help="with --oath-dir: reference split rows scored")
+    p.add_argument("--max-images-per-class", type=int, help="with --oath-dir: a quick run on a subset")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="with --oath-dir")
     p.add_argument("--out", required=True, help="output directory for the classifier")
     p.add_argument("--holdout-hours-fraction", type=float, default=0.0,
                    help="keep the last fraction of each site's hours out of the fit and report held-out metrics")
@@ -166,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                   help="a torchvision ResNet18 ImageNet weights file you supply (none downloaded)", default=None)
     config_option(p, OathBenchmarkConfig, "mixed_precision", help="plain fp32 even where bf16 is available")
     p.add_argument("--sha256", help="expected SHA256 of oath_v1.1_20181026.tgz (with --download)")
+    p.add_argument("--checkpoint", help="evaluate this encoder (e.g. import-encoder's) instead of pretraining one: "
+                   "linear probe and silhouettes, at its input size and preprocessing")
     p.add_argument("--sha256-url", help="where the release's SHA256 list is (with --download)")
 
     # label-archive: the options are aurora_pipeline.nightly.NightlyConfig's fields, with its defaults
@@ -372,8 +388,17 @@ def _ingest(args):
     return ingest_archive(
         archive=args.archive, store=args.store, sites=_sites(args.sites), start=args.start, end=args.end,
         image_size=args.image_size, dask_address=args.dask_address, skymaps=args.skymaps,
-        min_elevation=args.min_elevation, map_altitude_km=args.map_altitude_km,
+        min_elevation=args.min_elevation, map_altitude_km=args.map_altitude_km, checkpoint=args.checkpoint,
     )
+
+
+def _import_encoder(args):
+    from aurora_pipeline.encoder.release import import_encoder
+
+    meta = import_encoder(args.file, args.out, sha256=args.sha256)
+    return {"checkpoint": meta["path"], "model_id": meta["model_id"], "image_size": meta["config"]["image_size"],
+            "preprocess": meta["preprocess"], "source": meta["provenance"]["imported_from"],
+            "is_the_release": meta["provenance"]["is_the_release"]}
 
 
 def _demo(args):
@@ -404,7 +429,26 @@ def _embed(args):
 
 
 def _fit_classifier(args):
-    from flows.classify import fit_classifier_flow
+    from aurora_pipeline.errors import BadInputError
+    from flows.classify import fit_classifier_flow, fit_oath_classifier_flow
+
+    if args.oath_dir or args.checkpoint:
+        if not (args.oath_dir and args.checkpoint) or args.store or args.labels:
+            raise BadInputError("fit-classifier", "--oath-dir and --checkpoint go together, without --store/--labels",
+                                "pass --oath-dir DIR --checkpoint CKPT, or --store STORE --labels LABELS.csv")
+        report = fit_oath_classifier_flow(oath_dir=args.oath_dir, checkpoint=args.checkpoint, out=args.out, C=args.C,
+                                          splits=args.splits, max_images_per_class=args.max_images_per_class,
+                                          device=args.device, overwrite=args.overwrite)
+        s = report["splits"]
+        return {"classifier": report["classifier_dir"], "classifier_id": report["classifier_id"],
+                "encoder_id": report["encoder_id"], "oath_images": report["n_images"],
+                "oath_split_accuracy": _rounded(s["accuracy"], 4), "oath_split_accuracy_std": _rounded(s["accuracy_std"], 4),
+                "oath_split_accuracies": [_rounded(a, 4) for a in s["fold_accuracies"]],
+                "f1_macro": _rounded(s["f1_macro"], 4), "images_per_second": report["images_per_second"],
+                **({"note": report["note"]} if report["note"] else {})}
+    if not (args.store and args.labels):
+        raise BadInputError("fit-classifier", "needs --store and --labels (or --oath-dir and --checkpoint)",
+                            "pass --store STORE --labels LABELS.csv, or --oath-dir DIR --checkpoint CKPT")
 
     report = fit_classifier_flow(store=args.store, labels=args.labels, out=args.out,
                                  holdout_hours_fraction=args.holdout_hours_fraction, C=args.C,
@@ -465,7 +509,8 @@ def _oath_benchmark(args):
                           batch_size=args.batch_size, image_size=args.image_size, splits=args.splits,
                           device=args.device, seed=args.seed, max_images_per_class=args.max_images_per_class,
                           supervised_epochs=args.supervised_epochs, imagenet_weights=args.imagenet_weights,
-                          sha256=args.sha256, sha256_url=args.sha256_url, mixed_precision=args.mixed_precision)
+                          sha256=args.sha256, sha256_url=args.sha256_url, mixed_precision=args.mixed_precision,
+                          checkpoint=args.checkpoint)
 
 
 def _convert_store(args):
@@ -484,13 +529,14 @@ def _label_archive(args):
                          device=args.device, embed_batch_size=args.embed_batch_size, dask_address=args.dask_address)
 
 
-_NO_FLOW = {"server", "synth-archive", "synth-oath", "keogram", "events", "convert-store"}  # no flow: no Prefect API
+_NO_FLOW = {"server", "synth-archive", "synth-oath", "keogram", "events", "convert-store", "import-encoder"}  # no flow: no Prefect API
 _HANDLERS = {
     "server": _server, "synth-archive": _synth_archive, "ingest": _ingest, "pretrain": _pretrain, "embed": _embed,
     "fit-classifier": _fit_classifier, "classify": _classify, "cluster": _cluster, "synth-oath": _synth_oath,
     "oath-benchmark": _oath_benchmark, "label-archive": _label_archive, "demo": _demo,
 }
 _HANDLERS["convert-store"] = _convert_store
+_HANDLERS["import-encoder"] = _import_encoder
 _HANDLERS.update(where_cli.HANDLERS)
 _HANDLERS.update(search_cli.HANDLERS)
 _NO_FLOW |= search_cli.NO_FLOW

@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from aurora_pipeline.dask_cluster import dask_client
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.ingest.driver import IngestReport, ingest
+from aurora_pipeline.ingest.setting import encoder_config
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, list_archive, sites_without_files
@@ -20,8 +21,17 @@ def list_files(archive: str, sites: list[str] | None, start: str | None, end: st
 
 
 @task(cache_policy=NO_CACHE)
-def ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km) -> PreprocessConfig:
-    """The preprocessing setting asked for, the store's own for what was not asked."""
+def ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km, checkpoint=None) -> PreprocessConfig:
+    """The preprocessing setting asked for, the store's own for what was not asked; with
+    ``checkpoint``, the encoder's (size and preprocessing), which ``--image-size`` may only repeat."""
+    if checkpoint:
+        cfg = encoder_config(checkpoint)
+        if (image_size and image_size != cfg.image_size) or (skymaps and cfg.fov != "elevation"):
+            asked = f"--image-size {image_size}" if image_size and image_size != cfg.image_size else "--skymaps"
+            raise BadInputError(asked, f"disagrees with the encoder's preprocessing (fov={cfg.fov}, image_size="
+                                f"{cfg.image_size}) that --checkpoint {checkpoint} sets",
+                                f"leave {asked.split()[0]} out: the store gets the encoder's setting")
+        return cfg
     elevation = {"min_elevation": min_elevation, "map_altitude_km": map_altitude_km} if skymaps else {}
     return resolve_preprocess(store, image_size=image_size, skymaps=skymaps, **elevation)
 
@@ -62,15 +72,18 @@ def ingest_archive(
     skymaps: str | None = None,
     min_elevation: float = PreprocessConfig.min_elevation,
     map_altitude_km: float = PreprocessConfig.map_altitude_km,
+    checkpoint: str | None = None,
 ) -> dict:
     """Ingest the archive's files for ``sites`` and hours in [start, end) into ``store``.
 
     ``image_size`` None: the store's own setting (128 for a new store). ``skymaps``: cut the
     field of view by the skymaps' elevation and store el/az/lat/lon. Ends Failed when every
-    file tried failed (each is a row of the store's failures table).
+    file tried failed (each is a row of the store's failures table). ``checkpoint``: the
+    encoder's preprocessing setting (e.g. the imported Aurora-FM's: OATH framing at 224 px)
+    for a new store; an existing store of another setting is refused.
     """
     logger = get_run_logger()
-    cfg = ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km)  # refused before any listing
+    cfg = ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km, checkpoint)  # refused before any listing
     files = list_files(archive, sites, start, end)
     missing = sites_without_files(sites, files)
     if missing:

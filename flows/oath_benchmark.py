@@ -38,6 +38,11 @@ def pretrain_simclr(data: protocol.OathData, cfg: OathBenchmarkConfig, out: str)
 
 
 @task(cache_policy=NO_CACHE)
+def given(cfg: OathBenchmarkConfig) -> dict:
+    return protocol.given_encoder(cfg)
+
+
+@task(cache_policy=NO_CACHE)
 def embed(data: protocol.OathData, encoder: dict, cfg: OathBenchmarkConfig, out: str):
     return protocol.embed_images(data, encoder, cfg, out)
 
@@ -85,21 +90,25 @@ def oath_benchmark(
     mixed_precision: bool = OathBenchmarkConfig.mixed_precision,
     sha256: str | None = None,
     sha256_url: str | None = None,
+    checkpoint: str | None = None,
 ) -> dict:
     """Reproduce Table I (SimCLR + logistic regression, supervised ResNet18, raw pixels, quoted
     Inception-v4), Fig. 3 and the K-means silhouette scan on OATH; write report.md and
     results.json under ``out``. ``download`` fetches the release into ``oath_dir`` first.
     ``supervised_epochs`` None trains the supervised baseline 30 epochs at 100 epochs of
     pre-training, scaled with ``epochs`` (so ``epochs=2`` gives 1); report.md lists every
-    setting that is not the paper run's."""
+    setting that is not the paper run's. ``checkpoint``: evaluate that encoder (e.g. the published one,
+    from ``import-encoder``) instead of pre-training: linear probe, raw-pixel floor and silhouettes at its
+    input size and preprocessing, no supervised baselines."""
     cfg = OathBenchmarkConfig(epochs=epochs, batch_size=batch_size, image_size=image_size, splits=splits,
                               device=device, seed=seed, max_images_per_class=max_images_per_class,
                               supervised_epochs=supervised_epochs, imagenet_weights=imagenet_weights,
-                              mixed_precision=mixed_precision)
+                              mixed_precision=mixed_precision, checkpoint=checkpoint)
+    cfg = protocol.with_checkpoint(cfg)
     if download:
         fetch_release(oath_dir, sha256, sha256_url)
     data = prepare(oath_dir, out, cfg)
-    encoder = pretrain_simclr(data, cfg, out)
+    encoder = given(cfg) if cfg.checkpoint else pretrain_simclr(data, cfg, out)
     X = embed(data, encoder, cfg, out)
     models = {"simclr_linear": linear(X, data, cfg, encoder)}
     if cfg.supervised:

@@ -28,7 +28,8 @@ def train(frames, provenance: dict, checkpoint: str, cfg: PretrainConfig, resume
         logger.info("epoch %d/%d step %d/%d loss %.4f %.1f images/s", p.epoch, p.epochs, p.step,
                     p.steps_per_epoch, p.loss, p.images_per_second)
 
-    result = pretrain(frames, cfg, checkpoint, resume=resume, progress=report, provenance=provenance)
+    result = pretrain(frames, cfg, checkpoint, resume=resume, progress=report, provenance=provenance,
+                      preprocess=provenance.get("preprocess"))
     speed = result.images_per_second
     return {"checkpoint": result.checkpoint, "model_id": result.model_id, "epochs": result.epochs,
             "image_size": cfg.image_size,

@@ -87,9 +87,10 @@ def _peaks(keo: xr.DataArray) -> np.ndarray:
     return np.asarray(keo[keo.dims[1]].values)[np.argmax(values, axis=1)]
 
 
-def test_arc_elevation_moves_as_generated_without_a_skymap():
+@pytest.mark.parametrize("fov", ["circle", "oath"])
+def test_arc_elevation_moves_as_generated_without_a_skymap(fov):
     times, raw, geom, _, _ = _arc_hour()
-    cfg = PreprocessConfig(image_size=SIZE, fov_radius=FOV_RADIUS * RAW)  # the synthetic camera's horizon
+    cfg = PreprocessConfig(image_size=SIZE, fov_radius=FOV_RADIUS * RAW, fov=fov)  # the synthetic camera's horizon
     keo = keogram_from_dataset(_dataset(times, preprocess_frames(raw, cfg), cfg))
     assert keo.dims == ("time", "elevation") and keo.dtype == np.uint8 and keo.sizes["time"] == N
     assert "no skymap" in keo.attrs["keogram_geometry"]
@@ -97,7 +98,10 @@ def test_arc_elevation_moves_as_generated_without_a_skymap():
     expected = np.where(n > 0, 180.0 - _elevation_of(n), _elevation_of(n))
     visible = _elevation_of(n) > 20.0  # where the arc is inside the kept field of view, not at its rim
     assert visible.sum() > 40
-    assert np.abs(_peaks(keo)[visible] - expected[visible]).max() < 2.5
+    error = np.abs(_peaks(keo)[visible] - expected[visible])
+    # OATH framing keeps the whole frame (the horizon's corners too) in the 128 px: 2 raw pixels an output
+    # pixel instead of 1.7, and uint8 truncation before the resize, so single frames scatter more
+    assert error.max() < (2.5 if fov == "circle" else 4.0) and np.median(error) < 1.5
     assert np.all(np.diff(_peaks(keo)[visible]) >= 0)  # it moves north, frame after frame
     np.testing.assert_array_equal(keo["label"].values, (np.arange(N) // 20))
     np.testing.assert_allclose(keo["label_probability"].values, 0.5)

@@ -58,6 +58,27 @@ def hours_to_embed(st: Store, sites, start, end, model_id: str, overwrite: bool,
     return todo, done
 
 
+def check_store_setting(st: Store, sidecar: dict, checkpoint: str) -> None:
+    """Refuse (StoreError, one line naming both settings) a store whose preprocessing is not the
+    one the checkpoint's encoder expects (recorded by ``import-encoder`` and by ``pretrain``).
+    A checkpoint that records no setting, or a store with nothing ingested, is not checked."""
+    from aurora_pipeline.encoder.checkpoint import encoder_preprocess
+    from aurora_pipeline.ingest.preprocess import PreprocessConfig
+
+    want, have = encoder_preprocess(sidecar), st.preprocess
+    if want is None or have is None:
+        return
+    want, have = PreprocessConfig(**want).setting(), PreprocessConfig(**have).setting()
+    if want == have:
+        return
+    keys = [k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
+    shown = lambda s: ", ".join(f"{k}={s.get(k)!r}" for k in keys)  # noqa: E731
+    raise StoreError(
+        f"{st.url}: the store's frames are preprocessed with {shown(have)}, but the encoder {sidecar.get('model_id')} "
+        f"({checkpoint}) expects {shown(want)}. Fix: ingest into a new store with `aurora-pipeline ingest "
+        f"--checkpoint {checkpoint}` and embed that one, or use an encoder trained on this store's frames.")
+
+
 def embed_store(
     store: StoreLike,
     embed_hour,
@@ -122,13 +143,17 @@ def embed_with_checkpoint(
 ) -> dict:
     """Load the encoder of ``checkpoint`` (a path or fsspec URL) and embed the store with it.
 
+    A store whose preprocessing setting is not the encoder's is refused (``check_store_setting``).
+
     With ``dask_address`` the hours are split by site across the cluster's workers, each
     loading the encoder once (GPU workers when the cluster has them).
     """
     from aurora_pipeline.embed.model import EmbedConfig, embed_frames
-    from aurora_pipeline.encoder.checkpoint import load_encoder
+    from aurora_pipeline.encoder.checkpoint import load_encoder, read_verified, resolve_checkpoint
 
     cfg = EmbedConfig(batch_size=batch_size, device=device, dtype="float32")
+    sidecar, _ = read_verified(resolve_checkpoint(checkpoint), ())
+    check_store_setting(Store.open(store, storage_options), sidecar, str(checkpoint))
     if dask_address:
         return _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, dask_address, storage_options, only)
     model, meta = load_encoder(checkpoint, device)

@@ -17,7 +17,10 @@ The sidecar holds the resolved training config, the training data's provenance (
 given by the caller), the package version, the sha256 of every file and the model id,
 ``"simclr-"`` + the first 16 hex digits of the sha256 of ``encoder.safetensors`` and of
 the settings that change what the encoder makes of a frame (:data:`EMBEDDING_SETTINGS`:
-the input side frames are resized to). The same weights and settings always get the
+the input side frames are resized to) and, where the sidecar records one, of its
+``preprocess``: the store preprocessing setting (``PreprocessConfig.setting()``) of the
+frames the encoder was trained on, or, for an imported encoder, the setting its
+publisher prepared frames with. The same weights and settings always get the
 same id, and no two models that embed differently share one, so embeddings can name
 the exact model. A sidecar whose settings were edited after saving no longer matches
 its id and is refused, as are settings no encoder could have been trained with.
@@ -66,24 +69,30 @@ EMBEDDING_SETTINGS = ("image_size",)
 IMAGE_SIZE_RANGE = (32, 512)  # ResNet18 needs 32 pixels; THEMIS frames are 256, so 512 is already 2x upsampled
 
 
-def model_id_of(encoder_bytes: bytes, settings: dict[str, Any] | None = None) -> str:
+def model_id_of(encoder_bytes: bytes, settings: dict[str, Any] | None = None, preprocess: dict | None = None) -> str:
     """The model id: ``"simclr-"`` + 16 hex digits of the sha256 of the encoder file and of
-    ``settings`` (the sidecar config's :data:`EMBEDDING_SETTINGS`, as canonical JSON)."""
+    ``settings`` (the sidecar config's :data:`EMBEDDING_SETTINGS`) and ``preprocess`` (when
+    not None), as canonical JSON. Without ``preprocess`` the id is the one format 2 always gave."""
     digest = hashlib.sha256(encoder_bytes)
-    digest.update(json.dumps(embedding_settings(settings or {}), sort_keys=True).encode())
+    digest.update(json.dumps(embedding_settings(settings or {}, preprocess), sort_keys=True).encode())
     return "simclr-" + digest.hexdigest()[:16]
 
 
-def embedding_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The values of :data:`EMBEDDING_SETTINGS` in a config (None where absent)."""
-    return {key: config.get(key) for key in EMBEDDING_SETTINGS}
+def embedding_settings(config: dict[str, Any], preprocess: dict | None = None) -> dict[str, Any]:
+    """The values of :data:`EMBEDDING_SETTINGS` in a config (None where absent), plus
+    ``preprocess`` when the checkpoint records one."""
+    out = {key: config.get(key) for key in EMBEDDING_SETTINGS}
+    if preprocess is not None:
+        out["preprocess"] = preprocess
+    return out
 
 
 def check_embedding_settings(sidecar: dict, where: str) -> dict[str, Any]:
     """The sidecar's embedding settings, refused when no encoder could have been trained with them.
 
     Raises:
-        CheckpointError: no config, or ``image_size`` not a whole number of pixels in IMAGE_SIZE_RANGE.
+        CheckpointError: no config, ``image_size`` not a whole number of pixels in IMAGE_SIZE_RANGE,
+            or a ``preprocess`` that is not a preprocessing setting.
     """
     config = sidecar.get("config")
     fix = "Fix: use the checkpoint as training wrote it (copy it again), or retrain."
@@ -94,7 +103,23 @@ def check_embedding_settings(sidecar: dict, where: str) -> dict[str, Any]:
     if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
         raise CheckpointError(f"{where}: {SIDECAR_FILE} has config.image_size {size!r}, not a whole number of "
                               f"pixels in {low}..{high}. {fix}")
-    return embedding_settings(config)
+    preprocess = sidecar.get("preprocess")
+    if preprocess is not None:
+        from aurora_pipeline.errors import BadInputError
+        from aurora_pipeline.ingest.preprocess import PreprocessConfig
+
+        try:
+            PreprocessConfig(**preprocess)
+        except (TypeError, BadInputError) as err:
+            raise CheckpointError(f"{where}: {SIDECAR_FILE} has a preprocess entry that is not a preprocessing "
+                                  f"setting ({err}). {fix}") from None
+    return embedding_settings(config, preprocess)
+
+
+def encoder_preprocess(sidecar: dict) -> dict | None:
+    """The preprocessing setting a checkpoint's encoder expects its frames in (None when the
+    checkpoint predates recording it)."""
+    return sidecar.get("preprocess")
 
 
 def epoch_dir_name(epoch: int) -> str:
@@ -114,7 +139,7 @@ def save_checkpoint(
     *,
     encoder: nn.Module,
     head: nn.Module,
-    training_state: dict[str, Any],
+    training_state: dict[str, Any] | None,
     meta: dict[str, Any],
 ) -> dict[str, Any]:
     """Write one complete checkpoint into ``directory`` (created if needed).
@@ -126,8 +151,10 @@ def save_checkpoint(
         directory: local directory of this checkpoint (e.g. ``run/epoch-0003``).
         encoder, head: the modules; their state dicts are saved as safetensors.
         training_state: tensors and plain values only (optimizer state dict, RNG
-            states, loss history), saved with ``torch.save``.
-        meta: JSON-serialisable facts for the sidecar (config, provenance, epoch...).
+            states, loss history), saved with ``torch.save``; None for an encoder that
+            cannot be resumed (an imported one): no training_state.pt.
+        meta: JSON-serialisable facts for the sidecar (config, provenance, epoch, and
+            ``preprocess``, the setting of the frames, which the model id covers).
 
     Returns:
         The sidecar as written (with ``model_id`` and ``files``).
@@ -135,15 +162,17 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SIDECAR_FILE).unlink(missing_ok=True)
-    buffer = io.BytesIO()
-    torch.save(training_state, buffer)
-    blobs = {ENCODER_FILE: _weights_bytes(encoder), HEAD_FILE: _weights_bytes(head), TRAINING_FILE: buffer.getvalue()}
+    blobs = {ENCODER_FILE: _weights_bytes(encoder), HEAD_FILE: _weights_bytes(head)}
+    if training_state is not None:
+        buffer = io.BytesIO()
+        torch.save(training_state, buffer)
+        blobs[TRAINING_FILE] = buffer.getvalue()
     for name, data in blobs.items():
         atomic_write(directory / name, data)
     sidecar = {
         "format": FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
-        "model_id": model_id_of(blobs[ENCODER_FILE], meta.get("config")),
+        "model_id": model_id_of(blobs[ENCODER_FILE], meta.get("config"), meta.get("preprocess")),
         "aurora_pipeline_version": aurora_pipeline.__version__,
         "torch_version": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -359,11 +388,12 @@ def load_encoder(
     sidecar, blobs = read_verified(checkpoint, (ENCODER_FILE,), storage_options)
     data = blobs[ENCODER_FILE]
     settings = check_embedding_settings(sidecar, checkpoint)
-    if sidecar.get("model_id") != model_id_of(data, settings):
+    expected_id = model_id_of(data, settings, settings.get("preprocess"))
+    if sidecar.get("model_id") != expected_id:
         shown = ", ".join(f"{k}={v}" for k, v in settings.items())
         raise CheckpointError(
             f"{checkpoint}: model_id {sidecar.get('model_id')!r} in {SIDECAR_FILE} is not the id of these weights "
-            f"with {shown} ({model_id_of(data, settings)}): the sidecar was edited after saving. "
+            f"with {shown} ({expected_id}): the sidecar was edited after saving. "
             "Fix: do not edit sidecars by hand; copy the checkpoint again."
         )
     encoder = resnet18_encoder()

@@ -137,6 +137,7 @@ def pretrain(
     resume: bool = False,
     progress: Callable[[TrainProgress], None] | None = None,
     provenance: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train the SimCLR encoder and head on ``frames``; checkpoint every epoch.
 
@@ -151,6 +152,9 @@ def pretrain(
         progress: called with a ``TrainProgress`` every ``log_every`` steps and at the
             end of each epoch.
         provenance: JSON-serialisable facts about the training data, saved in the sidecar.
+        preprocess: the preprocessing setting of the frames (the store's ``setting()``),
+            recorded in the sidecar and the model id: ``embed`` then refuses a store of
+            another setting. None: not recorded (frames of unknown preparation).
 
     Returns:
         ``TrainResult`` with the final checkpoint, model id and loss history.
@@ -187,6 +191,8 @@ def pretrain(
         sidecar, _ = ckpt.read_verified(str(final))
         return TrainResult(str(final), sidecar["model_id"], start_epoch, step_loss, epoch_loss, float("nan"), str(device), mixed)
     meta = {"config": cfg.to_dict(), "provenance": provenance or {}, "n_frames": n_frames, "device": str(device), "mixed_precision_used": mixed}
+    if preprocess is not None:
+        meta["preprocess"] = preprocess
     speed = _Speed()
     encoder.train(), head.train()
     for epoch in range(start_epoch, cfg.epochs):

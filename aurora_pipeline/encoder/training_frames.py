@@ -68,6 +68,7 @@ def load_training_frames(
         "frames": int(len(frames)),
         "frames_available": int(total),
         "sampling": f"random whole chunks, seed {seed}" if sampled else "all frames",
+        "preprocess": st.preprocess,  # the store's setting: the encoder expects frames prepared so
     }
     return frames, provenance
 

@@ -280,8 +280,8 @@ def _check_fov(cfg: PreprocessConfig, skymaps: str | None) -> None:
     if cfg.fov == "elevation" and not skymaps:
         raise BadInputError("--skymaps", "this store's frames are cut by the skymap's elevation (fov=elevation) and no "
                             "skymaps were given", "pass --skymaps DIR|URL (the UCalgary skymap tree)")
-    if cfg.fov == "circle" and skymaps:
-        raise BadInputError("--skymaps", "this store was made with the inscribed circle (no skymaps)",
+    if cfg.fov != "elevation" and skymaps:
+        raise BadInputError("--skymaps", f"this store was made without skymaps (fov={cfg.fov})",
                             "ingest into a new store to use skymaps, or leave --skymaps out")
 
 

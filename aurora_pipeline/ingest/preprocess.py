@@ -2,11 +2,18 @@
 
 Three steps, each recorded in the store through ``PreprocessConfig.as_attrs()``:
 
-1. The field of view: pixels outside it are set to 0 and the frame is cropped to its
-   bounding square. This removes the low-elevation pixels near the horizon. Two kinds:
+1. The field of view: pixels outside it are set to 0. This removes the low-elevation
+   pixels near the horizon. Three kinds:
 
-   - ``fov="circle"`` (the default, no skymap needed): the frame's inscribed circle
-     shrunk by ``fov_shrink`` (the paper's 15%) of its radius;
+   - ``fov="oath"`` (the default for new stores, no skymap needed): framed like the
+     OATH images and the published encoder's input (``preprocess_oath_frames``): the
+     whole 256 x 256 frame is kept (no crop), the sky inside the centred circle
+     ``sqrt((x - c)^2 + (y - c)^2) <= int((1 - fov_shrink) * c)`` (c = 128: radius 108),
+     eq. 1 with the percentiles over the whole frame, then uint8 by truncation
+     (``floor(255 * value)``) and the resize of those uint8 values;
+   - ``fov="circle"`` (the default before OATH framing, kept by the stores made with it):
+     the frame's inscribed circle shrunk by ``fov_shrink`` (the paper's 15%) of its
+     radius, cropped to the circle's bounding square;
    - ``fov="elevation"`` (with the imager's skymap, :mod:`aurora_pipeline.source.skymap`):
      the pixels whose elevation is at least ``min_elevation``. The default, 13.5
      degrees, is the paper's 15% crop expressed as an elevation: in an equidistant
@@ -44,12 +51,13 @@ from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.source.sites import ALTITUDES_KM, DEFAULT_ALTITUDE_KM
 
 
-FOV_KINDS = ("circle", "elevation")
+FOV_KINDS = ("oath", "circle", "elevation")
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    fov: str = "circle"            # "circle": inscribed circle, no skymap; "elevation": skymap el >= min_elevation
+    fov: str = "oath"              # "oath": OATH's framing (no crop); "circle": inscribed circle, cropped;
+                                   # "elevation": skymap el >= min_elevation, cropped
     fov_shrink: float = 0.15       # fraction of the field-of-view radius removed at the horizon (paper: 15%)
     fov_radius: float | None = None  # radius of the imager's circular field of view in pixels; None = half the frame
     min_elevation: float = 13.5    # degrees, with fov="elevation": the paper's 15% crop as an elevation (0.15 * 90)
@@ -62,7 +70,7 @@ class PreprocessConfig:
     def __post_init__(self):
         if self.fov not in FOV_KINDS:
             raise BadInputError("fov", f"must be one of {FOV_KINDS}, got {self.fov!r}",
-                                "use 'circle' (no skymap) or 'elevation' (with --skymaps)")
+                                "use 'oath' or 'circle' (no skymap), or 'elevation' (with --skymaps)")
         if not 0.0 <= self.min_elevation < 90.0:
             raise BadInputError("min_elevation", f"must be in [0, 90) degrees, got {self.min_elevation}",
                                 "use the paper's 13.5 (15% of the radius of an equidistant fisheye)")
@@ -89,6 +97,14 @@ class PreprocessConfig:
     def as_attrs(self) -> dict:
         """The parameters as flat attributes prefixed ``preprocess_`` (for the store)."""
         out = {f"preprocess_{key}": "none" if value is None else value for key, value in self.setting().items()}
+        if self.fov == "oath":
+            out["preprocess_method"] = (
+                "framed like OATH (Clausen & Nickisch 2018) and the published Aurora-FM encoder's input: the whole "
+                "frame, no crop; eq. 1 of Johnson et al.: a = x - p_low(x), a = a / p_high(a) (percentiles over the "
+                "whole frame; a / max(a) where p_high(a) is 0), clip to [0, 1]; 0 outside the centred circle "
+                "sqrt((x-c)^2 + (y-c)^2) <= int((1 - fov_shrink) * c), c = half the frame side; uint8 = "
+                "floor(255 * value); bilinear antialiased resize of those uint8 values to image_size, rounded")
+            return out
         if self.fov == "circle":
             fov = ("field of view: the frame's inscribed circle (no skymap) shrunk by fov_shrink of its radius, "
                    "outside set to 0, cropped to the circle's bounding square")
@@ -378,16 +394,20 @@ def circle_grid_elevation(cfg: PreprocessConfig, frame_size: int = 256) -> np.nd
     (unshrunk) field-of-view circle of a ``frame_size`` frame (THEMIS: 256). NaN outside
     the kept circle. An approximation for figures; a skymap gives the real values.
     """
-    rows, cols, _ = fov_geometry((frame_size, frame_size), cfg)
     radius = cfg.fov_radius if cfg.fov_radius is not None else frame_size / 2.0
-    c = (frame_size - 1) / 2.0
+    if cfg.fov == "oath":  # the whole frame, the circle about pixel frame_size // 2
+        rows, cols, c = slice(0, frame_size), slice(0, frame_size), float(frame_size // 2)
+    else:
+        rows, cols, _ = fov_geometry((frame_size, frame_size), cfg)
+        c = (frame_size - 1) / 2.0
     size = cfg.image_size
     centres = np.arange(size, dtype=np.float64) + 0.5
     yy = rows.start + centres * (rows.stop - rows.start) / size - 0.5
     xx = cols.start + centres * (cols.stop - cols.start) / size - 0.5
     r = np.hypot(yy[:, None] - c, xx[None, :] - c)
     el = 90.0 * (1.0 - r / radius)
-    el[r > radius * (1.0 - cfg.fov_shrink)] = np.nan
+    kept = int((1.0 - cfg.fov_shrink) * radius) if cfg.fov == "oath" else radius * (1.0 - cfg.fov_shrink)
+    el[r > kept] = np.nan
     return el.astype(np.float32)
 
 
@@ -406,6 +426,11 @@ def preprocess_frames(images: np.ndarray, cfg: PreprocessConfig = PreprocessConf
     """
     if images.ndim != 3:
         raise BadInputError("images", f"expected (n, y, x) frames, got shape {images.shape}", "pass a stack of frames")
+    if cfg.fov == "oath":
+        if fov is not None:
+            raise BadInputError("fov", f"a {fov.kind!r} field of view was given but the setting says fov='oath'",
+                                "use PreprocessConfig(fov='elevation') with skymaps")
+        return preprocess_oath_frames(images, cfg)
     if fov is None:
         if cfg.fov != "circle":
             raise BadInputError("fov", f"the setting asks for fov={cfg.fov!r} but no skymap field of view was given",
@@ -429,3 +454,83 @@ def preprocess_frames(images: np.ndarray, cfg: PreprocessConfig = PreprocessConf
             stretched = stretch(block, mask, cfg.low_percentile, cfg.high_percentile)
             out[i : i + cfg.block_frames] = to_uint8(resize(stretched, cfg.image_size))
     return out
+
+
+# ---- OATH's framing (fov="oath"): the whole frame, as the OATH images and the published encoder see it ----
+
+
+def oath_circle(shape: tuple[int, int], cfg: PreprocessConfig) -> np.ndarray:
+    """bool (y, x): True inside OATH's sky circle, ``sqrt((x - cx)^2 + (y - cy)^2) <= int((1 - fov_shrink) * r)``,
+    centred at (ny // 2, nx // 2) with r half the frame (``fov_radius`` when set): for a 256 x 256
+    THEMIS frame the circle of radius int(0.85 * 128) = 108 about pixel (128, 128), as in OATH's
+    images (row 128 is non-zero from column 20 to 236)."""
+    ny, nx = shape
+    radius = cfg.fov_radius if cfg.fov_radius is not None else min(ny, nx) / 2.0
+    r = int((1.0 - cfg.fov_shrink) * radius)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    return (yy - ny // 2) ** 2 + (xx - nx // 2) ** 2 <= r * r
+
+
+def stretch_whole_frame(images: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Eq. 1 with both percentiles over the whole frame, float32 (n, y, x) in [0, 1].
+
+    ``a = x - p_low(x)``, ``a = a / p_high(a)``, clipped to [0, 1]. Where ``p_high(a)`` is 0
+    (at least 99% of the pixels at the low percentile) the frame is stretched by its maximum,
+    ``a / max(a)``, as the published encoder's recipe does; a truly flat frame gives zeros.
+    """
+    raw = np.asarray(images)
+    out = stretch(raw, None, low, high)  # whole-frame percentiles; flat frames come back as zeros
+    flat = ~out.reshape(len(out), -1).any(axis=1)
+    for i in np.flatnonzero(flat):
+        frame = raw[i].astype(np.float64)
+        a = frame - np.percentile(frame, low)
+        top = a.max()
+        if top > 0:
+            out[i] = np.clip(a / top, 0.0, 1.0)
+    return out
+
+
+def to_uint8_truncated(images: np.ndarray) -> np.ndarray:
+    """float values in [0, 1] to uint8 0..255 by truncation, ``floor(255 * value)`` (OATH's quantisation)."""
+    return np.clip(np.floor(np.asarray(images, np.float32) * np.float32(255.0)), 0, 255).astype(np.uint8)
+
+
+def resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear antialiased resize of uint8 (n, y, x) frames to uint8 (n, size, size), rounded to nearest.
+
+    The resize of an 8-bit image (what PIL's ``Image.resize(..., BILINEAR)`` does to OATH's
+    frames before the published encoder sees them); equal to PIL's within 1 level.
+    """
+    if frames.shape[1:] == (size, size):
+        return np.asarray(frames, np.uint8)
+    return to_uint8(resize(np.asarray(frames, np.float32) / np.float32(255.0), size))
+
+
+def preprocess_oath_frames(images: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """Raw frames (n, y, x) to uint8 (n, s, s) framed like OATH: whole-frame eq. 1, 0 outside
+    :func:`oath_circle`, no crop, uint8 by truncation, then the resize of the uint8 frame.
+
+    Raises:
+        BadInputError: not (n, y, x), or ``cfg.fov`` is not "oath".
+    """
+    if images.ndim != 3:
+        raise BadInputError("images", f"expected (n, y, x) frames, got shape {images.shape}", "pass a stack of frames")
+    if cfg.fov != "oath":
+        raise BadInputError("fov", f"OATH framing needs fov='oath', the setting says {cfg.fov!r}",
+                            "use preprocess_frames for the other settings")
+    outside = ~oath_circle(images.shape[1:], cfg)
+    out = np.empty((len(images), cfg.image_size, cfg.image_size), dtype=np.uint8)
+    with threadpool_limits(1, user_api="blas"):  # as in preprocess_frames: small products, busy cores
+        for i in range(0, len(images), cfg.block_frames):
+            stretched = stretch_whole_frame(images[i : i + cfg.block_frames], cfg.low_percentile, cfg.high_percentile)
+            stretched[:, outside] = 0.0
+            out[i : i + cfg.block_frames] = resize_uint8(to_uint8_truncated(stretched), cfg.image_size)
+    return out
+
+
+def oath_images_to_frames(green: np.ndarray, image_size: int) -> np.ndarray:
+    """OATH release images (their 16-bit green channel, (n, y, x) uint16, already framed and
+    stretched by the release) to frames as a ``fov="oath"`` store holds them: uint8 by
+    truncation of ``green / 65535``, then :func:`resize_uint8` to ``image_size``."""
+    unit = np.asarray(green, np.float64) / 65535.0
+    return resize_uint8(to_uint8_truncated(unit), image_size)

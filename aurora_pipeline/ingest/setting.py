@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from aurora_pipeline.errors import NoStoreError
+from aurora_pipeline.errors import CheckpointError, NoStoreError
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 
-__all__ = ["resolve_preprocess"]
+__all__ = ["encoder_config", "resolve_preprocess"]
 
 
 def resolve_preprocess(
@@ -33,6 +33,7 @@ def resolve_preprocess(
     skymaps: str | None = None,
     min_elevation: float | None = None,
     map_altitude_km: float | None = None,
+    checkpoint: str | None = None,
     storage_options: dict | None = None,
 ) -> PreprocessConfig:
     """The preprocessing setting for ``store`` (path, URL, ``Store`` or None for a new one).
@@ -45,6 +46,9 @@ def resolve_preprocess(
             store made with the inscribed circle, and the reverse).
         min_elevation, map_altitude_km: the elevation cut (degrees) and the altitude (km)
             of the stored lat/lon, with skymaps (None: the store's, else 13.5 and 110).
+        checkpoint: an encoder checkpoint; a NEW store asked for no image size and no
+            skymaps gets the setting the checkpoint records (its frames' framing and size,
+            e.g. the imported Aurora-FM's OATH framing at 224 px), so the encoder can embed it.
 
     Raises:
         BadInputError: a value ``PreprocessConfig`` refuses (e.g. ``image_size=0``).
@@ -52,7 +56,8 @@ def resolve_preprocess(
     """
     setting = _stored_setting(store, storage_options)
     if setting is None:
-        base = PreprocessConfig(fov="elevation" if skymaps else "circle")
+        encoder = _encoder_setting(checkpoint, storage_options) if image_size is None and not skymaps else None
+        base = encoder or (PreprocessConfig(fov="elevation") if skymaps else PreprocessConfig())  # default: OATH's
     else:
         base = PreprocessConfig(**setting)
     asked = {"image_size": image_size, "min_elevation": min_elevation, "map_altitude_km": map_altitude_km}
@@ -68,3 +73,34 @@ def _stored_setting(store, storage_options: dict | None) -> dict | None:
         return Store.open(store, storage_options).preprocess
     except NoStoreError:  # a new store: nothing recorded yet
         return None
+
+
+def _encoder_setting(checkpoint: str | None, storage_options: dict | None) -> PreprocessConfig | None:
+    """The setting ``checkpoint`` records for its frames, or None (no checkpoint, or one from before
+    checkpoints recorded it: the caller's default applies, and ``embed`` says if they disagree)."""
+    if not checkpoint:
+        return None
+    try:
+        return encoder_config(checkpoint, storage_options)
+    except CheckpointError:
+        return None
+
+
+def encoder_config(checkpoint: str, storage_options: dict | None = None) -> PreprocessConfig:
+    """The preprocessing setting an encoder checkpoint expects its frames in (``ingest --checkpoint``).
+
+    Raises:
+        CheckpointError: not a checkpoint, or one that records no setting (trained before
+            checkpoints recorded it).
+    """
+    # lazy: the checkpoint module imports torch, which an ingest without --checkpoint never needs
+    from aurora_pipeline.encoder.checkpoint import encoder_preprocess, read_verified, resolve_checkpoint
+
+    where = resolve_checkpoint(checkpoint, storage_options)
+    sidecar, _ = read_verified(where, (), storage_options)
+    setting = encoder_preprocess(sidecar)
+    if setting is None:
+        raise CheckpointError(f"{where}: records no preprocessing setting (it predates checkpoints recording "
+                              "the setting of their frames). Fix: ingest with --image-size "
+                              f"{sidecar.get('config', {}).get('image_size')} instead of --checkpoint, or retrain.")
+    return PreprocessConfig(**setting)

@@ -39,6 +39,8 @@ class OathBenchmarkConfig:
     device: str = PretrainConfig.device    # "auto" (GPU if any), "cpu" or "cuda"
     mixed_precision: bool = PretrainConfig.mixed_precision  # bf16 autocast where the hardware does bf16
     num_threads: int | None = None         # torch CPU threads (None: torch's default)
+    checkpoint: str | None = None          # a given encoder (import-encoder's, a pretrain run's): no pre-training;
+                                           # images in its preprocessing setting, image_size its input size
     # the evaluation protocol (section III.D)
     splits: tuple[int, ...] = (0, 1, 2, 3, 4)  # rows of train_test_split.csv to evaluate on
     train_fraction: float = 0.7            # first 70% of a row trains (4,077), the rest tests (1,747)

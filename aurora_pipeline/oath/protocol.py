@@ -13,6 +13,7 @@ Prefect flow ``oath-benchmark`` runs one task per stage):
 
     prepare_data        check the output folder, read labels and splits, load every image
     pretrain_encoder    SimCLR on all images (``train.pretrain``), checkpoint in out_dir/encoder/
+    given_encoder       instead of pre-training: the encoder of ``checkpoint`` (e.g. the published one)
     embed_images        512-d representation of every image (embeddings.npz)
     evaluate_linear     l2 logistic regression on the representations, per split
     evaluate_supervised ResNet18 trained with labels per split (random init, or ImageNet weights)
@@ -30,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -85,10 +87,19 @@ def prepare_data(oath_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: O
         if absent:
             raise BadInputError(f"split {i}", f"its training part holds no image of {absent}.",
                                 "use more images per class (max_images_per_class).")
-    tell(f"loading {len(ds)} OATH images at {cfg.image_size} x {cfg.image_size} pixels")
-    images = ds.load_images(np.arange(len(ds)), image_size=cfg.image_size)
-    frames = np.rint(images * 255.0).astype(np.uint8)
-    del images
+    if cfg.checkpoint is not None:  # the frames as a store of the encoder's setting holds them
+        from aurora_pipeline.encoder.checkpoint import read_verified, resolve_checkpoint
+        from aurora_pipeline.oath.archive_classifier import encoder_setting, oath_frames
+
+        setting, _ = encoder_setting(read_verified(resolve_checkpoint(cfg.checkpoint), ())[0])
+        tell(f"loading {len(ds)} OATH images as the encoder's frames ({setting['fov']} framing, "
+             f"{setting['image_size']} px)")
+        frames = oath_frames(ds, np.arange(len(ds)), setting)
+    else:
+        tell(f"loading {len(ds)} OATH images at {cfg.image_size} x {cfg.image_size} pixels")
+        images = ds.load_images(np.arange(len(ds)), image_size=cfg.image_size)
+        frames = np.rint(images * 255.0).astype(np.uint8)
+        del images
     info = {
         "root": str(Path(oath_dir).resolve()),
         "image_folder": ds.image_folder,
@@ -105,6 +116,34 @@ def prepare_data(oath_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: O
 
 
 # ------------------------------------------------------------------ stage 2, 3: SimCLR
+
+
+def with_checkpoint(cfg: OathBenchmarkConfig) -> OathBenchmarkConfig:
+    """``cfg`` for evaluating the encoder ``cfg.checkpoint``: ``image_size`` its input size, and no
+    supervised baselines (the run measures the given encoder). Unchanged without a checkpoint.
+
+    Raises:
+        CheckpointError: not a valid checkpoint.
+    """
+    if cfg.checkpoint is None:
+        return cfg
+    from aurora_pipeline.encoder.checkpoint import check_embedding_settings, read_verified, resolve_checkpoint
+
+    where = resolve_checkpoint(cfg.checkpoint)
+    size = check_embedding_settings(read_verified(where, ())[0], where)["image_size"]
+    return dataclasses.replace(cfg, image_size=int(size), supervised=False, imagenet_weights=None)
+
+
+def given_encoder(cfg: OathBenchmarkConfig) -> dict[str, Any]:
+    """The encoder ``cfg.checkpoint`` in the form ``pretrain_encoder`` returns (no pre-training was run)."""
+    from aurora_pipeline.encoder.backbone import resnet18_encoder
+    from aurora_pipeline.encoder.checkpoint import load_encoder
+
+    _, meta = load_encoder(cfg.checkpoint, "cpu")
+    return {"checkpoint": meta["path"], "model_id": meta["model_id"], "epochs": meta.get("epoch"), "epoch_loss": [],
+            "images_per_second": None, "device": cfg.device, "mixed_precision": False, "given": True,
+            "provenance": meta.get("provenance"), "preprocess": meta.get("preprocess"),
+            "n_parameters": sum(p.numel() for p in resnet18_encoder().parameters()), "seconds": 0.0}
 
 
 def pretrain_encoder(data: OathData, cfg: OathBenchmarkConfig, out_dir: str | os.PathLike,
@@ -157,6 +196,7 @@ def embed_images(data: OathData, encoder: dict[str, Any], cfg: OathBenchmarkConf
     X = embed_frames(model, data.frames, EmbedConfig(device=cfg.device, mixed_precision=cfg.mixed_precision),
                      image_size=cfg.image_size)
     path = Path(out_dir) / "embeddings.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)  # with a given encoder, nothing wrote out_dir before
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, embedding=X, label=data.labels)
     return X
@@ -297,12 +337,15 @@ def run_oath_benchmark(oath_dir: str | os.PathLike, out_dir: str | os.PathLike,
             holds a finished benchmark.
         CheckpointError: ``out_dir/encoder`` holds an unfinished run with other settings.
     """
-    cfg = OathBenchmarkConfig() if cfg is None else cfg
+    cfg = with_checkpoint(OathBenchmarkConfig() if cfg is None else cfg)
     tell = progress or (lambda message: None)
     out_dir = Path(out_dir)
     data = prepare_data(oath_dir, out_dir, cfg, tell)
-    tell(f"pre-training SimCLR for {cfg.epochs} epochs on {len(data.frames)} images")
-    encoder = pretrain_encoder(data, cfg, out_dir, tell)
+    if cfg.checkpoint is not None:
+        encoder = given_encoder(cfg)
+    else:
+        tell(f"pre-training SimCLR for {cfg.epochs} epochs on {len(data.frames)} images")
+        encoder = pretrain_encoder(data, cfg, out_dir, tell)
     X = embed_images(data, encoder, cfg, out_dir)
     tell("fitting the logistic regressions")
     models = {"simclr_linear": evaluate_linear(X, data, cfg, encoder)}

@@ -282,8 +282,10 @@ def render_report(results: dict[str, Any]) -> str:
         f"full release: {'yes' if data['full_release'] else 'no'}.",
         *(f"- sha256 `{name}`: `{digest}`" for name, digest in data["checksums_sha256"].items()),
         "- Split sizes (train/test): " + ", ".join(f"{k}: {v['train']}/{v['test']}" for k, v in data["split_sizes"].items()) + ".",
-        f"- SimCLR encoder `{enc['model_id']}` in `{enc['checkpoint']}`: {enc['epochs']} epochs, final NT-Xent loss "
-        f"{final_loss}, {_rate(enc.get('images_per_second'))} images/s on {enc['device']}.",
+        (f"- SimCLR encoder `{enc['model_id']}` given (`checkpoint`, not pre-trained here) in `{enc['checkpoint']}`; "
+         f"source: {(enc.get('provenance') or {}).get('imported_from') or 'a pretrain run'}." if enc.get("given") else
+         f"- SimCLR encoder `{enc['model_id']}` in `{enc['checkpoint']}`: {enc['epochs']} epochs, final NT-Xent loss "
+         f"{final_loss}, {_rate(enc.get('images_per_second'))} images/s on {enc['device']}."),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         "- Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_seconds"].items()) + ".",
         "- Settings: " + ", ".join(f"`{k}={v}`" for k, v in cfg.items()) + ".",

@@ -117,7 +117,7 @@ def image_query(st: Store, saved: SavedIndex, raw: np.ndarray, source: str, chec
     if not st.preprocess:
         raise StoreError(f"{st.url}: no preprocessing setting recorded (nothing ingested). Fix: ingest first.")
     cfg = resolve_preprocess(st)
-    if cfg.fov != "circle":
+    if cfg.fov == "elevation":
         raise BadInputError(source, f"the store's frames were cut to a skymap field of view (fov={cfg.fov!r}), "
                             "which a loose image does not carry", "ingest the file and query by --site/--time")
     checkpoint = checkpoint or saved.meta.get("checkpoint") or st.encoder_checkpoints().get(saved.model_id)

@@ -29,7 +29,7 @@ def test_flat_and_saturated_frames_give_zeros_not_nan(value):
 
 
 def test_crop_removes_15_percent_of_the_radius():
-    cfg = PreprocessConfig()
+    cfg = PreprocessConfig(fov="circle")  # the cropped setting (the default before OATH framing)
     rows, cols, mask = fov_geometry((256, 256), cfg)
     side = rows.stop - rows.start
     assert abs(side - 2 * 128 * 0.85) <= 2
@@ -39,9 +39,12 @@ def test_crop_removes_15_percent_of_the_radius():
 def test_output_is_resized_uint8_and_uses_full_range():
     gradient = np.linspace(2000, 60000, 256)[None, :, None] * np.ones((5, 1, 256))
     frames = gradient.astype(np.uint16)
-    out = preprocess_frames(frames, PreprocessConfig(image_size=64))
-    assert out.shape == (5, 64, 64) and out.dtype == np.uint8
-    assert out.max() >= 250  # the stretch reaches the top of the range
+    for cfg in (PreprocessConfig(image_size=64, fov="circle"), PreprocessConfig(image_size=64)):
+        out = preprocess_frames(frames, cfg)
+        assert out.shape == (5, 64, 64) and out.dtype == np.uint8
+        # the stretch reaches the top of the range (OATH framing: at the circle's right edge, whose columns
+        # lie below the whole frame's 99th percentile)
+        assert out.max() >= (250 if cfg.fov == "circle" else 225)
 
 
 def test_bad_config_is_refused():
@@ -52,8 +55,8 @@ def test_bad_config_is_refused():
 
 
 def test_attrs_round_trip():
-    cfg = PreprocessConfig(image_size=96)
-    assert PreprocessConfig.from_attrs(cfg.as_attrs()) == PreprocessConfig(image_size=96, block_frames=cfg.block_frames)
+    for cfg in (PreprocessConfig(image_size=96), PreprocessConfig(image_size=96, fov="circle")):
+        assert PreprocessConfig.from_attrs(cfg.as_attrs()) == cfg
 
 
 @pytest.mark.parametrize("shape,size", [((3, 218, 218), 128), ((2, 100, 60), 150), ((1, 64, 64), 32)])
@@ -100,7 +103,7 @@ def gako_sky():
 def test_circle_outputs_are_the_bytes_of_the_code_before_skymaps():
     # sha256 of the outputs of preprocess.py as committed before the skymap option (55bada4)
     frames = np.random.default_rng(7).integers(2000, 60000, size=(5, 256, 256)).astype(np.uint16)
-    out = preprocess_frames(frames, PreprocessConfig(image_size=128))
+    out = preprocess_frames(frames, PreprocessConfig(image_size=128, fov="circle"))
     assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "f83aad0906cef234"
 
 
@@ -108,19 +111,21 @@ def test_circle_outputs_are_the_bytes_of_the_code_before_skymaps():
 def test_circle_outputs_of_the_real_file_are_unchanged():
     from aurora_pipeline.source.cdf import read_asi_cdf
 
-    out = preprocess_frames(read_asi_cdf(GAKO_CDF).images, PreprocessConfig(image_size=128))
+    out = preprocess_frames(read_asi_cdf(GAKO_CDF).images, PreprocessConfig(image_size=128, fov="circle"))
     assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "fd4f554616374199"
 
 
 def test_attrs_say_which_field_of_view():
-    circle = PreprocessConfig().as_attrs()
+    circle = PreprocessConfig(fov="circle").as_attrs()
     assert circle["preprocess_fov"] == "circle" and "inscribed circle (no skymap)" in circle["preprocess_method"]
     elevation = ELEVATION.as_attrs()
     assert elevation["preprocess_fov"] == "elevation" and elevation["preprocess_min_elevation"] == 13.5
     assert elevation["preprocess_map_altitude_km"] == 110.0 and "elevation >=" in elevation["preprocess_method"]
     assert PreprocessConfig.from_attrs(elevation) == ELEVATION
-    assert PreprocessConfig().setting() == {k[len("preprocess_"):]: (None if v == "none" else v)
-                                            for k, v in circle.items() if k != "preprocess_method"}
+    assert PreprocessConfig(fov="circle").setting() == {k[len("preprocess_"):]: (None if v == "none" else v)
+                                                        for k, v in circle.items() if k != "preprocess_method"}
+    oath = PreprocessConfig().as_attrs()  # the default for new stores
+    assert oath["preprocess_fov"] == "oath" and "no crop" in oath["preprocess_method"]
 
 
 def test_bad_elevation_settings_are_refused():
@@ -147,6 +152,8 @@ def test_elevation_field_of_view_keeps_the_pixels_above_the_threshold(gako_sky):
     with pytest.raises(BadInputError, match="fov='elevation'"):
         field_of_view(gako_sky, PreprocessConfig())
     with pytest.raises(BadInputError, match="circle"):
+        preprocess_frames(np.zeros((1, 256, 256), np.uint16), PreprocessConfig(fov="circle"), fov)
+    with pytest.raises(BadInputError, match="fov='oath'"):
         preprocess_frames(np.zeros((1, 256, 256), np.uint16), PreprocessConfig(), fov)
     with pytest.raises(BadInputError, match="for \\(256, 256\\)"):
         preprocess_frames(np.zeros((1, 128, 128), np.uint16), ELEVATION, fov)
@@ -171,7 +178,8 @@ def test_percentiles_are_taken_inside_the_elevation_mask(gako_sky):
     manual = to_uint8(resize(expected.astype(np.float32), 128))
     assert np.abs(manual.astype(int) - out.astype(int)).max() <= 1
     # with the circle, the glare is inside the kept circle and does move it
-    assert not np.array_equal(preprocess_frames(raw, PreprocessConfig()), preprocess_frames(glaring, PreprocessConfig()))
+    circle = PreprocessConfig(fov="circle")
+    assert not np.array_equal(preprocess_frames(raw, circle), preprocess_frames(glaring, circle))
 
 
 @needs_data
@@ -196,8 +204,9 @@ def test_coordinates_land_on_the_frames_grid(gako_sky):
     assert far[150][r + 40, c] > far[90][r + 40, c]
 
 
-def test_circle_grid_elevation_is_the_equidistant_fisheye():
-    el = circle_grid_elevation(PreprocessConfig(image_size=64))
+@pytest.mark.parametrize("fov", ["circle", "oath"])
+def test_circle_grid_elevation_is_the_equidistant_fisheye(fov):
+    el = circle_grid_elevation(PreprocessConfig(image_size=64, fov=fov))
     assert el.shape == (64, 64) and np.nanmax(el) > 88
     edge = el[32, :][np.isfinite(el[32, :])]
     assert 12.0 < edge.min() < 16.0  # the kept circle ends near 13.5 degrees

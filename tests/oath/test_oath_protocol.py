@@ -158,3 +158,28 @@ def test_a_quick_run_is_quick_throughout_and_its_report_lists_what_is_not_the_pa
     assert changed_settings(quick.to_dict()) == [
         "epochs=2 (paper: 100)", "image_size=32 (paper run: 128)", "supervised_epochs=1 (paper run: 30)"]
     assert changed_settings(OathBenchmarkConfig().to_dict()) == []
+
+
+def test_a_given_checkpoint_is_evaluated_without_pretraining(library_run, oath_dir, tmp_path):
+    from aurora_pipeline.embed.model import EmbedConfig, embed_frames
+    from aurora_pipeline.oath.archive_classifier import oath_frames
+    from aurora_pipeline.oath.dataset import load_oath
+    from aurora_pipeline.ingest.preprocess import PreprocessConfig
+
+    trained, _, _ = library_run
+    messages: list[str] = []
+    cfg = OathBenchmarkConfig(**{**TINY, "image_size": 64}, checkpoint=str(trained / "encoder"))
+    results = run_oath_benchmark(oath_dir, tmp_path / "out", cfg, progress=messages.append)
+    encoder, meta = load_encoder(trained / "encoder")
+    assert results["encoder"]["model_id"] == meta["model_id"] and results["encoder"]["given"] is True
+    assert not any("SimCLR epoch" in m for m in messages) and not (tmp_path / "out" / "encoder").exists()
+    assert results["config"]["image_size"] == 32  # the encoder's input size, not the asked 64
+    assert set(results["models"]) == {"simclr_linear", "raw_pixels_linear"}  # no supervised baselines
+    assert len(results["models"]["simclr_linear"]["per_split"]) == 2 and results["clustering"]["best_k"] >= 3
+    # the probe saw the OATH images framed as the encoder's frames (OATH framing at 32 px assumed: the
+    # checkpoint predates recording a setting), embedded by that encoder
+    ds = load_oath(oath_dir, expected_counts=None)
+    frames = oath_frames(ds, np.arange(len(ds)), PreprocessConfig(image_size=32).setting())
+    X = embed_frames(encoder, frames, EmbedConfig(device="cpu", mixed_precision=False), image_size=32)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "embeddings.npz")["embedding"], X, rtol=1e-4, atol=1e-5)
+    assert "not pre-trained here" in (tmp_path / "out" / "report.md").read_text()

@@ -53,6 +53,6 @@ def test_ingest_with_skymaps_stores_coordinates_and_the_skymap_used(tmp_path, sk
 def test_skymap_setting_and_store_must_agree(tmp_path, skymap_tree):
     archive, store = tmp_path / "archive", tmp_path / "s.zarr"
     write_synthetic_archive(archive, sites=["gako"], start="2011-03-06T04", hours=1, frames_per_hour=2, size=256)
-    ingest(list_archive(archive), store, PreprocessConfig(image_size=32))  # the inscribed circle
-    with pytest.raises(BadInputError, match="inscribed circle"):
+    ingest(list_archive(archive), store, PreprocessConfig(image_size=32))  # no skymap: OATH framing
+    with pytest.raises(BadInputError, match="made without skymaps \\(fov=oath\\)"):
         ingest(list_archive(archive), store, skymaps=str(skymap_tree))
