@@ -139,8 +139,10 @@ def test_every_deployment_is_registered_on_its_pool_with_the_yaml_defaults(deplo
     assert all(d.entrypoint.startswith("flows/") for d in found.values()), [d.entrypoint for d in found.values()]
     nightly = found[NIGHTLY].parameters
     assert nightly["sites"] == ["atha", "fsmi", "gako", "gill", "inuv", "rank"]
-    assert (nightly["store"], nightly["lookback_days"]) == ("demo_out/store.zarr", 30)
-    assert found[OATH].parameters["epochs"] == 100  # the paper's setting
+    assert nightly["store"] == "demo_out/store.zarr"
+    # the yaml restates no default (tests/flows/test_settings.py): the flows' own defaults apply
+    # (lookback_days 30, the paper's 100 epochs)
+    assert "lookback_days" not in nightly and "epochs" not in found[OATH].parameters
 
 
 def test_nightly_cron_schedule_creates_scheduled_runs(deployed: PrefectServer) -> None:
