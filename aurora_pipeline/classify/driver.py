@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from aurora_pipeline.classify.model import (ClassifierConfig, cross_validate_by_group, evaluate, fit_classifier,
                                             group_folds, save_classifier)

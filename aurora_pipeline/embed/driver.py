@@ -19,7 +19,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from aurora_pipeline.errors import StoreError
 from aurora_pipeline.store.core import Store, StoreLike
