@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "store recorded when it was ingested with --skymaps; none: the inscribed circle)")
     p.add_argument("--min-elevation", type=float,
                    help="with skymaps: elevation cut in degrees (default: the store's own, 13.5 for a new store)")
-    p.add_argument("--map-altitude", type=float, choices=[90.0, 110.0, 150.0],
+    p.add_argument("--map-altitude", dest="map_altitude_km", type=float, choices=[float(a) for a in ALTITUDES_KM],
                    help="with skymaps: altitude (km) of the stored lat/lon (default: the store's own, 110 for a new "
                    "store)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device of the embedding")
@@ -525,7 +525,7 @@ def _label_archive(args):
     return label_archive(archive=args.archive, store=args.store, checkpoint=args.checkpoint,
                          classifier=args.classifier, centroids=args.centroids, sites=_sites(args.sites),
                          lookback_days=args.lookback_days, reconcile=args.reconcile, image_size=args.image_size,
-                         skymaps=args.skymaps, min_elevation=args.min_elevation, map_altitude_km=args.map_altitude,
+                         skymaps=args.skymaps, min_elevation=args.min_elevation, map_altitude_km=args.map_altitude_km,
                          device=args.device, embed_batch_size=args.embed_batch_size, dask_address=args.dask_address)
 
 

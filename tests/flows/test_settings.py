@@ -52,6 +52,8 @@ DELIBERATE = {
     ("ingest", "image_size"): None,            # the store's own setting (128 for a new store)
     ("pretrain", "image_size"): None,          # the store's frame size
     ("label-archive", "image_size"): None,     # the store's own setting
+    ("label-archive", "min_elevation"): None,  # the store's own (with skymaps)
+    ("label-archive", "map_altitude_km"): None,  # the store's own (with skymaps)
     ("oath-benchmark", "splits"): "0,1,2,3,4",  # the same rows, as the command line writes them
     ("oath-benchmark", "supervised_epochs"): None,  # 30 at 100 epochs, scaled with epochs (the config resolves it)
 }
@@ -59,6 +61,8 @@ DELIBERATE = {
 # Command options that are no flow parameter (the command resolves them itself), and flow
 # parameters with no option; each with the reason.
 CLI_ONLY = {("cluster", "out"): "defaults to STORE.clusters, computed by the command",
+            **{("fit-classifier", name): "with --oath-dir the command runs the flow fit-classifier-oath instead"
+               for name in ("oath_dir", "checkpoint", "device", "splits", "max_images_per_class")},
             ("index", "exact_below"): "passed inside the flow's `config`",
             ("index", "nlist"): "passed inside the flow's `config`",
             ("index", "nprobe"): "passed inside the flow's `config`"}
@@ -138,13 +142,7 @@ def test_flow_defaults_are_the_config_defaults(command):
     assert drift == {}, f"flow of `{command}`: parameters whose default differs from the config's (flow, config)"
 
 
-# label-archive's --image-size comes with the nightly run's rework (issue 19, item 2): strict, so
-# the mark fails once the option is there and must then be removed
-_NIGHTLY_PENDING = pytest.mark.xfail(strict=True, reason="label-archive has no --image-size yet (issue 19, item 2)")
-
-
-@pytest.mark.parametrize("command", [pytest.param(c, marks=_NIGHTLY_PENDING) if c == "label-archive" else c
-                                     for c in sorted(COMMANDS)])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_command_and_flow_offer_the_same_settings_with_the_same_defaults(command):
     options, params = _options(command), _parameters(command)
     missing_option = sorted(n for n in params if n not in options and (command, n) not in FLOW_ONLY)
