@@ -225,7 +225,7 @@ def keogram_png(keo: xr.DataArray, path, *, title: str | None = None):
 
 
 # --- along the magnetic meridian (issue 21) ---------------------------------------------------------------
-def magnetic_keogram(store, site: str, start=None, end=None, *, storage_options: dict | None = None) -> xr.DataArray:
+def magnetic_keogram(store: StoreLike, site: str, start=None, end=None, *, storage_options: dict | None = None) -> xr.DataArray:
     """The keogram along the site's magnetic meridian, its axis AACGM-v2 magnetic latitude (as asilib offers).
 
     Needs the skymap's coordinates in the store (ingest with ``--skymaps``): the line is

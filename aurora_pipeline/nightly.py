@@ -36,7 +36,7 @@ from aurora_pipeline.ingest.driver import IngestReport, ingest, plan
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, check_site_codes, list_archive, sites_without_files
-from aurora_pipeline.store.core import utc_now
+from aurora_pipeline.store.core import StoreLike, utc_now
 from aurora_pipeline.store.runs import append_run as _append_run, read_runs
 
 __all__ = ["NightSteps", "NightlyConfig", "assign_night", "checkpoint_model_id", "classify_night", "current_hour",
@@ -98,7 +98,7 @@ def window(lookback_days: int = 30, reconcile: bool = False, now: np.datetime64 
 
 def find_new_files(
     archive: str,
-    store,
+    store: StoreLike,
     *,
     start: np.datetime64 | str | None,
     end: np.datetime64 | str | None,
@@ -118,7 +118,7 @@ def hour_names(files: list[ArchiveFile]) -> set[tuple[str, np.datetime64]]:
     return {(f.site, f.hour_start) for f in files}
 
 
-def record_run(store, summary: dict) -> int:
+def record_run(store: StoreLike, summary: dict) -> int:
     """Append one row to the store's ``runs`` table; returns the number of runs recorded."""
     return _append_run(store, summary, utc_now())
 
@@ -130,7 +130,7 @@ def checkpoint_model_id(checkpoint: str) -> str:
     return load_encoder(checkpoint, "cpu")[1]["model_id"]
 
 
-def unfinished_hours(store, sites, start, end, model_id: str, classifier_id: str, centroids_id: str | None) -> dict:
+def unfinished_hours(store: StoreLike, sites, start, end, model_id: str, classifier_id: str, centroids_id: str | None) -> dict:
     """How many stored hours of the window each stage still has to do, from the per-hour facts.
 
     Returns ``{"sites": [sites with work], "embed": n, "classify": n, "assign": n}``.
@@ -158,7 +158,7 @@ def hour_blocks(hours: list[str]) -> list[tuple[np.datetime64, np.datetime64]]:
     return [(a, b) for a, b in blocks]
 
 
-def record_night_events(store, labelled: dict[str, list[str]]) -> int:
+def record_night_events(store: StoreLike, labelled: dict[str, list[str]]) -> int:
     """Recompute and record the events of the hours labelled tonight (per site, per block of hours)."""
     from aurora_pipeline.events import record_events
 
@@ -171,7 +171,7 @@ def record_night_events(store, labelled: dict[str, list[str]]) -> int:
 
 # --- the stages of a night, each one call into its stage's library ---------------------------
 
-def ingest_night(files: list[ArchiveFile], store, config: NightlyConfig) -> IngestReport:
+def ingest_night(files: list[ArchiveFile], store: StoreLike, config: NightlyConfig) -> IngestReport:
     """Ingest the night's new files with the store's own preprocessing setting and skymaps."""
     from aurora_pipeline.dask_cluster import dask_client
 
@@ -182,7 +182,7 @@ def ingest_night(files: list[ArchiveFile], store, config: NightlyConfig) -> Inge
         return ingest(files, store, cfg, client=client, skip_stored=False, skymaps=config.skymaps)
 
 
-def embed_night(store, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:
+def embed_night(store: StoreLike, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:
     """Embed the window's hours of ``sites`` that the night's encoder has not embedded."""
     from aurora_pipeline.embed.driver import embed_with_checkpoint
 
@@ -190,7 +190,7 @@ def embed_night(store, config: NightlyConfig, sites: list[str], start: str | Non
                                  batch_size=config.embed_batch_size, dask_address=config.dask_address, overwrite=True)
 
 
-def classify_night(store, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:
+def classify_night(store: StoreLike, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:
     """Label the window's hours of ``sites`` that the night's classifier has not labelled."""
     from aurora_pipeline.classify.driver import classify_store
     from aurora_pipeline.classify.model import load_classifier
@@ -198,7 +198,7 @@ def classify_night(store, config: NightlyConfig, sites: list[str], start: str | 
     return classify_store(store, load_classifier(config.classifier), sites=sites, start=start, end=end)
 
 
-def assign_night(store, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:
+def assign_night(store: StoreLike, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:
     """Assign the window's hours of ``sites`` to the night's k-means centroids."""
     from aurora_pipeline.cluster.driver import assign_store
     from aurora_pipeline.cluster.model import load_centroids
@@ -206,7 +206,7 @@ def assign_night(store, config: NightlyConfig, sites: list[str], start: str | No
     return assign_store(store, load_centroids(config.centroids), sites=sites, start=start, end=end)
 
 
-def update_night_index(store) -> dict:
+def update_night_index(store: StoreLike) -> dict:
     """Bring the similarity index up to date; a summary saying why when it cannot be (never raises StoreError)."""
     from aurora_pipeline.search.driver import update_index  # FAISS loads only here
 
@@ -242,7 +242,7 @@ class NightSteps:
     hold_sites: Callable = field(default=_hold_nothing)
 
 
-def run_night(archive: str, store, config: NightlyConfig, *, steps: NightSteps = NightSteps(),
+def run_night(archive: str, store: StoreLike, config: NightlyConfig, *, steps: NightSteps = NightSteps(),
               now: np.datetime64 | str | None = None, logger: logging.Logger | None = None) -> dict:
     """Label the archive's new files and finish every stage of the window's stored hours.
 

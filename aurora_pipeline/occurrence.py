@@ -49,6 +49,7 @@ import xarray as xr
 
 from aurora_pipeline.atomic import atomic_path
 from aurora_pipeline.errors import BadInputError, StoreError
+from aurora_pipeline.store.core import StoreLike
 
 BY = ("mlt", "mlat", "month", "year", "site")
 NOT_SKY = ("cloudy", "moon")  # labels that are not observations of the sky's aurora
@@ -57,7 +58,7 @@ DENOMINATOR = ("frames labelled with any class except cloudy and moon (clear-sky
 MLAT_RANGE = (-90, 90)
 
 
-def occurrence(store, sites: list[str] | None = None, start=None, end=None, by=("mlt",), *,
+def occurrence(store: StoreLike, sites: list[str] | None = None, start=None, end=None, by=("mlt",), *,
                min_probability: float | None = None, smooth=None, storage_options: dict | None = None) -> xr.Dataset:
     """Frames per label per bin, the clear-sky denominator and occurrence probabilities (module docstring).
 

@@ -12,12 +12,10 @@ import argparse
 NO_FLOW = {"occurrence"}
 
 
-def _sites(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    from aurora_pipeline.source.archive import check_site_codes
+def _sites(value: str | list[str] | None) -> list[str] | None:
+    from aurora_pipeline.source.sites import parse_sites
 
-    return check_site_codes([s for s in text.split(",") if s.strip()], "--sites")
+    return parse_sites(value, "--sites")
 
 
 def add_parsers(sub) -> None:

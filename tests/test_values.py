@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 import pytest
 
+from aurora_pipeline.store.read import hour_facts
+
 from aurora_pipeline.errors import AuroraError, BadInputError
 from aurora_pipeline.hours import time_range, to_hour, to_time
 from aurora_pipeline.source.sites import check_site, parse_sites
@@ -56,7 +58,7 @@ def test_utc_offsets_are_converted_to_ut_without_a_numpy_warning():
 @pytest.mark.parametrize("read", [
     lambda st: open_site(st, "gako", *REVERSED),
     lambda st: open_sites(st, ["gako"], *REVERSED),
-    lambda st: st.hour_facts("gako", *REVERSED),
+    lambda st: hour_facts(st, "gako", *REVERSED),
 ])
 def test_store_reads_refuse_a_reversed_range(tmp_path, read):
     st = small_store(tmp_path / "s.zarr")

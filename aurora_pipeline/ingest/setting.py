@@ -22,12 +22,13 @@ import dataclasses
 
 from aurora_pipeline.errors import CheckpointError, NoStoreError
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
+from aurora_pipeline.store.core import StoreLike
 
 __all__ = ["encoder_config", "resolve_preprocess"]
 
 
 def resolve_preprocess(
-    store=None,
+    store: StoreLike | None = None,
     *,
     image_size: int | None = None,
     skymaps: str | None = None,

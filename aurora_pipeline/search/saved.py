@@ -41,6 +41,7 @@ import pandas as pd
 
 from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import BadInputError, StoreError
+from aurora_pipeline.store.core import StoreLike
 from aurora_pipeline.search.catalog import Catalog
 from aurora_pipeline.search.index import VectorIndex
 
@@ -115,7 +116,7 @@ def _write(fs, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)  # one PUT: readers see the old object or the new one
 
 
-def save_index(saved: SavedIndex, location: str, storage_options: dict | None = None, *, store=None,
+def save_index(saved: SavedIndex, location: str, storage_options: dict | None = None, *, store: StoreLike | None = None,
                replaces: str | None | bool = True) -> str:
     """Write ``saved`` to ``location``; returns the sidecar's path.
 
@@ -231,7 +232,7 @@ def check_index_folder(location: str, storage_options: dict | None = None) -> No
                             "(STORE.index beside the store).")
 
 
-def check_index_outside_store(location: str, store) -> None:
+def check_index_outside_store(location: str, store: StoreLike) -> None:
     """Refuse an index location equal to the store's root or inside it (``store``: a ``Store``).
 
     Raises:

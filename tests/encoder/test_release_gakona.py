@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from aurora_pipeline.store.read import hour_facts
 import torch
 
 import aurora_pipeline
@@ -83,7 +85,7 @@ def test_embed_refuses_a_store_of_another_setting_naming_both(gakona, tmp_path):
     message = str(err.value)
     assert "\n" not in message and "fov='circle'" in message and "fov='oath'" in message
     assert "image_size=64" in message and "image_size=224" in message and "--checkpoint" in message
-    assert Store.open(other).hour_facts("gako")["embedding_model"].eq("").all()  # nothing was written
+    assert hour_facts(other, "gako")["embedding_model"].eq("").all()  # nothing was written
 
 
 def test_a_self_trained_checkpoint_records_its_stores_setting_and_refuses_others(gakona, tmp_path):

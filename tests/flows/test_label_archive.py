@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from aurora_pipeline.store.read import hour_facts
 import xarray as xr
 
 import aurora_pipeline
@@ -285,7 +287,7 @@ def test_a_night_ingests_with_the_stores_own_skymaps(models, tmp_path):
     night = run_night(str(archive), str(store), config)  # no skymaps given: the store's own
     assert night["hours"] == ["atha/2023-02-01T05"] and night["failures"] == []
     assert (night["hours_embedded"], night["hours_labelled"]) == (2, 2)
-    assert Store.open(store).hour_facts("atha")["skymap"].tolist() == [ATHA_SKYMAP, ATHA_SKYMAP]
+    assert hour_facts(store, "atha")["skymap"].tolist() == [ATHA_SKYMAP, ATHA_SKYMAP]
 
     # a night whose every new file fails is recorded, then ends with the one error line
     (tree / ATHA_SKYMAP).write_bytes((tree / ATHA_SKYMAP).read_bytes()[:5000])

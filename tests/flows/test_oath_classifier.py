@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aurora_pipeline.store.read import hour_facts
+
 import aurora_pipeline
 from aurora_pipeline.classify.driver import classify_store
 from aurora_pipeline.classify.model import load_classifier
@@ -74,7 +76,7 @@ def test_fit_classifier_on_oath_then_classify_and_the_nightly_run_use_it(oath_mo
     night = label_archive(archive=str(archive), store=str(store), checkpoint=ckpt, classifier=str(clf_dir),
                           sites=[SITE], reconcile=True, device="cpu")
     assert (night["files_new"], night["files_ingested"], night["hours_labelled"]) == (1, 1, 1)
-    facts = Store.open(store).hour_facts(SITE)
+    facts = hour_facts(store, SITE)
     assert facts["classifier"].tolist() == [clf.classifier_id] * 2 and facts["embedding_model"].eq(model_id).all()
     ds = aurora_pipeline.open_site(store, SITE)
     assert ds.frames.shape == (2 * FRAMES_PER_HOUR, 224, 224) and np.isfinite(ds.label.values).all()

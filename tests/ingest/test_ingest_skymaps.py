@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from aurora_pipeline.store.read import hour_facts
+
 import aurora_pipeline
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.ingest.driver import ingest
@@ -69,8 +71,8 @@ def test_a_refused_first_skymap_run_leaves_no_store_behind(tmp_path, skymap_tree
         ingest(list_archive(archive), store, ELEVATION_32, skymaps=str(skymap_tree))
     assert "Download the skymap file again" in str(refused.value)
     assert not store.exists(), "a refused first run left a store behind"
-    plain = ingest(list_archive(archive), store, PreprocessConfig(image_size=32))  # the inscribed circle
-    assert len(plain.ingested) == 1 and Store.open(store).preprocess["fov"] == "circle"
+    plain = ingest(list_archive(archive), store, PreprocessConfig(image_size=32))  # the default: no skymap needed
+    assert len(plain.ingested) == 1 and Store.open(store).preprocess["fov"] == PreprocessConfig().fov
 
 
 def test_the_store_records_its_skymaps_and_a_plain_ingest_uses_them(tmp_path, skymap_tree, monkeypatch):
@@ -81,5 +83,5 @@ def test_the_store_records_its_skymaps_and_a_plain_ingest_uses_them(tmp_path, sk
     archive_of(archive, ["atha"], start="2023-02-01T05")  # the next hour
     report = ingest(list_archive(archive), store)  # no skymaps given: the store's own
     assert [o.file.hour for o in report.ingested] == ["2023020105"] and not report.failed
-    facts = Store.open(store).hour_facts("atha")
+    facts = hour_facts(store, "atha")
     assert facts["skymap"].tolist() == [ATHA, ATHA]
