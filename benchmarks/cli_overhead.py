@@ -9,7 +9,7 @@ store each time):
   LocalCluster, exactly what the flow `ingest-archive` wraps;
 - command: ``aurora-pipeline ingest`` with the local server of
   ``aurora-pipeline server start`` up (a new, empty PREFECT_HOME is used and removed), so
-  the server's warm command runner runs it (flows/command_runner.py);
+  the server's warm command runner runs it (aurora_cli/command_runner.py);
 - the same command in its own process (``AURORA_PIPELINE_NO_RUNNER=1``), server up: what
   each command pays for importing Prefect and the flows;
 - Prefect's own cost per flow run: the flow and the library call alternately in one warm

@@ -6,7 +6,7 @@ their settings when they are first imported. Everything stays on 127.0.0.1:
 - Prefect gets a throw-away PREFECT_HOME and no PREFECT_API_URL, so a flow
   called in-process starts Prefect's own temporary ("ephemeral") server with a
   SQLite file in that home, with the start-up timeout the `aurora-pipeline`
-  command gives it (``flows.local_server.choose_api``). Tests that need a real
+  command gives it (``aurora_cli.local_server.choose_api``). Tests that need a real
   API server use ``prefect_server``.
 - AWS clients get dummy credentials (valid only against moto) and a region, and
   never ask the EC2 metadata service; ``s3://`` URLs reach the moto server through
@@ -77,8 +77,8 @@ if _TEST_PROCESSES > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _TEST_PROCESSES)))
 # Flows called in this process get their Prefect API exactly as the `aurora-pipeline`
 # command gets it (a temporary server with the command's generous start-up timeout);
-# tests/flows/test_cli.py checks that the command needs nothing from here.
-from flows.local_server import choose_api  # noqa: E402 - no Prefect import
+# tests/cli/test_cli.py checks that the command needs nothing from here.
+from aurora_cli.local_server import choose_api  # noqa: E402 - no Prefect import
 
 choose_api()
 # ------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 # Modules that take minutes, slowest first (`make test PYTEST_ARGS=--durations=0`, summed per module):
 # `make test` hands whole modules to its two test processes in this order (--no-loadscope-reorder),
 # so the short modules fill the end of the run instead of one long module running alone.
-SLOW_MODULES = ("flows/test_cli.py", "flows/test_deployments.py", "search/test_search_store.py", "flows/test_demo.py",
+SLOW_MODULES = ("cli/test_cli.py", "flows/test_deployments.py", "search/test_search_store.py", "flows/test_demo.py",
                 "flows/test_label_archive.py", "encoder/test_train.py", "store/test_store.py",
                 "ingest/test_ingest_remote.py", "store/test_store_stages.py", "test_servers.py",
                 "oath/test_supervised.py", "benchmarks/test_gpu_check.py", "ingest/test_ingest.py",

@@ -229,12 +229,12 @@ def test_events_of_a_store_land_in_time_order_across_a_late_hour(tmp_path):
     # and the command
     import argparse
 
-    from flows import where_cli
+    from aurora_cli import keogram_events
 
     parser = argparse.ArgumentParser()
-    where_cli.add_parsers(parser.add_subparsers(dest="command"))
+    keogram_events.add_parsers(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["events", "--store", store, "--out", str(tmp_path / "ev.csv"), "--min-duration", "2min"])
-    result = where_cli.HANDLERS["events"](args)
+    result = keogram_events.HANDLERS["events"](args)
     assert result["events"] == 3 and result["by_label"] == {"arc": 1, "clear": 1, "cloudy": 1}
     assert result["hours_of_each_label"] == {"arc": 1.0, "clear": 0.5, "cloudy": 0.5}
     pd.testing.assert_frame_equal(read_events(tmp_path / "ev.csv"), ev, check_dtype=False)

@@ -1,4 +1,4 @@
-"""The import graph of aurora_pipeline and flows has no cycles, and imports inside
+"""The import graph of aurora_pipeline, flows and aurora_cli has no cycles, and imports inside
 functions are kept for heavy optional imports only.
 
 The graph is read from the source with ``ast`` (every ``import`` statement, at module
@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("aurora_pipeline", "flows")
+PACKAGES = ("aurora_pipeline", "flows", "aurora_cli")
 
 
 def module_names() -> dict[str, Path]:
@@ -106,8 +106,18 @@ def _package_edges_ok(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 def test_the_import_graph_has_no_cycles():
     graph = _package_edges_ok(import_graph())
-    assert len(graph) > 80  # every module of both packages was read
+    assert len(graph) > 80  # every module of the packages was read
     assert cycles(graph) == []
+
+
+def test_the_packages_are_layered_library_flows_command_line():
+    """aurora_pipeline imports neither flows nor aurora_cli, and flows does not import aurora_cli:
+    the command line sits over both, the flows over the library."""
+    above = {"aurora_pipeline": ("flows", "aurora_cli"), "flows": ("aurora_cli",)}
+    wrong = {(module, target) for module, targets in import_graph().items()
+             for target in targets if target.split(".")[0] in above.get(module.split(".")[0], ())}
+    assert wrong == set()
+    assert any(m.startswith("aurora_cli.") for m in import_graph())  # the command line was read too
 
 
 def test_the_cycle_finder_finds_a_cycle():

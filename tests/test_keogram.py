@@ -215,9 +215,10 @@ def test_keogram_axes_say_north_south_the_zenith_and_reach_the_end_of_the_data()
 def test_the_demo_and_the_command_title_their_keograms_alike():
     import inspect
 
-    from flows import demo, where_cli
+    from aurora_cli import keogram_events
+    from flows import demo
 
-    for module in (demo, where_cli):  # both leave the title to keogram_title
+    for module in (demo, keogram_events):  # both leave the title to keogram_title
         calls = [line for line in inspect.getsource(module).splitlines() if "keogram_png(" in line]
         assert calls and not any("title=" in line for line in calls), calls
 
@@ -255,33 +256,33 @@ def test_keogram_from_a_real_store_and_the_cli(tmp_path):
     np.testing.assert_array_equal(keo.values, keogram_from_dataset(ds.isel(time=slice(10, 50))).values)
     assert keo["label"].attrs["flag_meanings"] == " ".join(NAMES) and keo["label"].dtype == np.int8
     out = tmp_path / "k.png"
-    result = _run_where_cli(["keogram", "--store", store, "--site", "gako", "--start", "2011-01-06T04",
+    result = _run_keogram_events(["keogram", "--store", store, "--site", "gako", "--start", "2011-01-06T04",
                              "--end", "2011-01-06T05", "--out", str(out)])
     assert result["frames"] == N - 1 and result["labelled"] and "no skymap" in result["geometry"]
     assert out.stat().st_size > 1000
     with pytest.raises(BadInputError, match="--skymaps"):
-        _run_where_cli(["keogram", "--store", store, "--site", "gako", "--out", str(out), "--coordinate", "latitude"])
+        _run_keogram_events(["keogram", "--store", store, "--site", "gako", "--out", str(out), "--coordinate", "latitude"])
 
 
-def _run_where_cli(argv):
-    """The subcommands as `aurora-pipeline` runs them, through their own parser (flows/where_cli.py)."""
+def _run_keogram_events(argv):
+    """The subcommands as `aurora-pipeline` runs them, through their own parser (aurora_cli/keogram_events.py)."""
     import argparse
 
-    from flows import where_cli
+    from aurora_cli import keogram_events
 
     parser = argparse.ArgumentParser(prog="aurora-pipeline")
-    where_cli.add_parsers(parser.add_subparsers(dest="command", required=True))
+    keogram_events.add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return where_cli.HANDLERS[args.command](args)
+    return keogram_events.HANDLERS[args.command](args)
 
 
 def test_the_aurora_pipeline_command_has_the_subcommands():
-    import flows.cli as cli
+    import aurora_cli.main as cli
 
-    from flows import where_cli
+    from aurora_cli import keogram_events
 
-    # the command dispatches both to flows/where_cli.py (a missing hook is a failure, not a skip)
-    assert {name: cli._HANDLERS.get(name) for name in ("keogram", "events")} == where_cli.HANDLERS
+    # the command dispatches both to aurora_cli/keogram_events.py (a missing hook is a failure, not a skip)
+    assert {name: cli._HANDLERS.get(name) for name in ("keogram", "events")} == keogram_events.HANDLERS
     parser = cli.build_parser()
     assert parser.parse_args(["keogram", "--store", "s", "--site", "gako", "--out", "k.png"]).command == "keogram"
     assert parser.parse_args(["events", "--store", "s"]).command == "events"

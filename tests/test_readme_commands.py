@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.cli import build_parser
+from aurora_cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 READMES = [ROOT / "README.md", ROOT / "deployments" / "README.md"]

@@ -1,6 +1,6 @@
 """Values checked once, by the library's own parsers: time ranges, site lists, counts, sizes (issue 18).
 
-The command line (tests/flows/test_cli_values.py) refuses with the same functions, so a
+The command line (tests/cli/test_cli_values.py) refuses with the same functions, so a
 library caller and a user of a command get the same refusal for the same value.
 """
 

@@ -115,7 +115,7 @@ def test_a_pickle_payload_is_refused_in_one_line_and_never_run(release, tmp_path
 
 
 def test_the_command_prints_the_checkpoint_or_one_error_line(release, tmp_path, capsys):
-    from flows.cli import main
+    from aurora_cli.main import main
 
     path, digest, _ = release
     assert main(["import-encoder", str(path), "--out", str(tmp_path / "ckpt"), "--sha256", digest]) == 0

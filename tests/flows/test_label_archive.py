@@ -314,7 +314,7 @@ def test_label_archive_options_are_the_nightly_configs_fields():
 
     import yaml
 
-    from flows.cli import build_parser
+    from aurora_cli.main import build_parser
     from flows.label_archive import label_archive
 
     fields = {f.name: f.default for f in dataclasses.fields(NightlyConfig)}

@@ -9,7 +9,6 @@ encoder's id, its six OATH classes land in the store, and the nightly run uses i
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +40,7 @@ def oath_models(tmp_path_factory):
 
 
 def test_fit_classifier_on_oath_then_classify_and_the_nightly_run_use_it(oath_models, tmp_path, capsys):
-    from flows.cli import main
+    from aurora_cli.main import main
     from flows.ingest import ingest_archive
     from flows.label_archive import label_archive
 
@@ -83,7 +82,7 @@ def test_fit_classifier_on_oath_then_classify_and_the_nightly_run_use_it(oath_mo
 
 
 def test_the_oath_path_and_the_labels_path_are_not_mixed(oath_models, tmp_path, capsys):
-    from flows.cli import main
+    from aurora_cli.main import main
 
     root, ckpt, _ = oath_models
     assert main(["fit-classifier", "--oath-dir", str(root / "oath"), "--out", str(tmp_path / "c")]) == 2

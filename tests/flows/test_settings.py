@@ -28,7 +28,7 @@ from aurora_pipeline.oath.config import OathBenchmarkConfig
 from aurora_pipeline.search.config import IndexConfig
 from aurora_pipeline.synth.demo import DemoConfig
 from flows import cli
-from flows._options import field_comments, field_default
+from aurora_cli.options import field_comments, field_default
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,7 +117,7 @@ def test_option_defaults_are_the_config_defaults(command):
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_option_types_are_the_config_types(command):
-    from flows._options import field_type
+    from aurora_cli.options import field_type
 
     options, fields = _options(command), _fields(command)
     drift = {}
@@ -181,7 +181,7 @@ def test_every_offered_field_has_a_comment_for_its_help():
 def test_options_are_built_from_the_fields():
     """The help is the field's comment and the default comes from the field."""
     parser = argparse.ArgumentParser()
-    from flows._options import config_option
+    from aurora_cli.options import config_option
 
     config_option(parser, ClusterConfig, "k_max")
     config_option(parser, PretrainConfig, "mixed_precision")

@@ -1,7 +1,7 @@
 """The OATH reproduction protocol end to end on a tiny synthetic release: the library
 function writes a complete run directory; plus the split bookkeeping, the report's quoted
 rows and the refusals. The Prefect flow `oath-benchmark` runs as its deployment, through a
-worker, in tests/flows/test_deployments.py (and from the command line in test_cli.py)."""
+worker, in tests/flows/test_deployments.py (and from the command line in tests/cli/test_cli.py)."""
 
 from __future__ import annotations
 

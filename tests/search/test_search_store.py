@@ -267,14 +267,14 @@ def test_a_missing_index_names_the_command_that_builds_it(archive_store, tmp_pat
 
 
 def test_similar_command_writes_the_table_and_the_montage(archive_store, tmp_path, capsys):
-    from flows import search_cli
+    from aurora_cli import search
 
     _, _, store = archive_store
     parser = argparse.ArgumentParser()
-    search_cli.add_parsers(parser.add_subparsers(dest="command"))
+    search.add_parsers(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["similar", "--store", str(store), "--site", "gako", "--time", "2011-01-06T04:10:00",
                               "--k", "6", "--out", str(tmp_path / "out")])
-    assert search_cli.HANDLERS["similar"](args) is None
+    assert search.HANDLERS["similar"](args) is None
     table = pd.read_csv(tmp_path / "out" / "similar.csv")
     assert len(table) == 6 and list(table.columns[:3]) == ["site", "time", "score"]
     assert (tmp_path / "out" / "similar.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

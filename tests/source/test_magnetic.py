@@ -180,11 +180,11 @@ def test_the_magnetic_keogram_at_gakona(skymap_store):
 def test_keogram_magnetic_on_the_command_line(skymap_store, tmp_path):
     import argparse
 
-    from flows import where_cli
+    from aurora_cli import keogram_events
 
     parser = argparse.ArgumentParser(prog="aurora-pipeline")
-    where_cli.add_parsers(parser.add_subparsers(dest="command", required=True))
+    keogram_events.add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["keogram", "--store", str(skymap_store), "--site", "gako", "--magnetic",
                               "--out", str(tmp_path / "k.png")])
-    result = where_cli.HANDLERS["keogram"](args)
+    result = keogram_events.HANDLERS["keogram"](args)
     assert result["frames"] == 4 and "AACGM-v2" in result["geometry"] and (tmp_path / "k.png").stat().st_size > 1000

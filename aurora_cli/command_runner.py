@@ -16,8 +16,8 @@ The runner is used only when it would do what a new process does:
 
 - the same installation: the command's interpreter and packages are the runner's (two
   checkouts that share a Prefect home each run their own code);
-- the same code: the ``.py`` files of ``aurora_pipeline`` and ``flows`` and the installed
-  distributions are unchanged since it started (otherwise it restarts itself, and this
+- the same code: the ``.py`` files of ``aurora_pipeline``, ``flows`` and ``aurora_cli`` and the
+  installed distributions are unchanged since it started (otherwise it restarts itself, and this
   one command runs in its own process);
 - the same settings that are read when a module is imported: every ``PREFECT_*``,
   ``DASK_*``, ``OMP_*``, ``MKL_*``, ``OPENBLAS_*``, ``TORCH_*``, ``PYTORCH_*`` and
@@ -43,20 +43,23 @@ import tempfile
 import threading
 from pathlib import Path
 
-from flows._prefect_home import prefect_home
+import aurora_cli
 import aurora_pipeline
 import flows
+from aurora_cli.prefect_home import prefect_home
 
 IMPORT_TIME_PREFIXES = ("PREFECT_", "DASK_", "OMP_", "MKL_", "OPENBLAS_", "TORCH_", "PYTORCH_", "CUDA_")
+PACKAGES = (aurora_pipeline, flows, aurora_cli)  # the project's code: its .py files are the fingerprint
 OFF_SWITCH = "AURORA_PIPELINE_NO_RUNNER"
 RUNNER_LOG = "aurora-pipeline-runner.log"
 MAX_MESSAGE = 16 * 1024 * 1024      # one request (arguments + environment) is a few KB
 CONNECT_TIMEOUT_S = 2.0
 REPLY_TIMEOUT_S = 30.0               # the runner forks at once; a busy machine can still take seconds
-COMMAND = "flows.cli"  # the module whose main(argv) a child runs: named, not imported, as flows.cli imports this one
+# the module whose main(argv) a child runs: named, not imported, as aurora_cli.main imports this one
+COMMAND = "aurora_cli.main"
 PRELOAD = (  # what commands import; the runner imports it once, its children never again
-    "flows.cli", "flows.local_server", "flows._terminal", "flows.ingest", "flows.pretrain", "flows.embed",
-    "flows.classify", "flows.cluster", "flows.label_archive", "flows.demo", "flows.oath_benchmark",
+    "aurora_cli.main", "aurora_cli.local_server", "aurora_cli.terminal", "flows.ingest", "flows.pretrain",
+    "flows.embed", "flows.classify", "flows.cluster", "flows.label_archive", "flows.demo", "flows.oath_benchmark",
     "flows.build_index", "aurora_pipeline.store.read", "aurora_pipeline.synth.archive", "aurora_pipeline.keograms",
     "aurora_pipeline.events", "aurora_pipeline.ingest.driver", "aurora_pipeline.embed.driver",
     "aurora_pipeline.encoder.train", "aurora_pipeline.classify.driver", "aurora_pipeline.cluster.driver",
@@ -105,13 +108,13 @@ def import_time_settings(environ: dict) -> dict:
 
 def _install() -> list[str]:
     """Which installation a process runs: its interpreter and where its packages are imported from."""
-    return [sys.executable, str(Path(aurora_pipeline.__file__).parent), str(Path(flows.__file__).parent)]
+    return [sys.executable] + [str(Path(package.__file__).parent) for package in PACKAGES]
 
 
 def code_fingerprint() -> str:
     """Changes when a ``.py`` file of the packages changes or a distribution is installed or removed."""
     digest = hashlib.sha256(sys.executable.encode())
-    for package in (aurora_pipeline, flows):
+    for package in PACKAGES:
         root = Path(package.__file__).parent
         for folder, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
@@ -322,7 +325,7 @@ class Runner:
         print("runner: the code changed; restarting", flush=True)
         self.listener.close()
         self.path.unlink(missing_ok=True)
-        os.execv(sys.executable, [sys.executable, "-m", "flows.command_runner", str(self.path)])
+        os.execv(sys.executable, [sys.executable, "-m", "aurora_cli.command_runner", str(self.path)])
 
     def _child(self, conn: socket.socket, fds: list[int], request: dict) -> int:
         """In the forked child: become the command's process and run it."""

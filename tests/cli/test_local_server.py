@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-
-import pytest
+from pathlib import Path
 
 from aurora_pipeline.errors import BadInputError, CheckpointError
-from flows import local_server
-from flows._terminal import HideUserErrors
-from flows.cli import _json_ready
+from aurora_cli import local_server
+from aurora_cli.terminal import HideUserErrors
+from aurora_cli.main import _json_ready
 
 
 def test_a_command_with_nothing_set_gets_a_temporary_server_with_a_generous_timeout(tmp_path):
@@ -55,7 +54,7 @@ def test_user_errors_stay_off_the_console_and_everything_else_stays_on():
     assert not keep(_record("prefect.task_runs", logging.ERROR,
                             f"Finished in state Failed('Task run encountered an exception BadInputError: {err}')"))
     assert not keep(_record("prefect.flow_runs", logging.INFO,
-                            f"Finished in state Failed('Flow run encountered an exception: CheckpointError: x')"))
+                            "Finished in state Failed('Flow run encountered an exception: CheckpointError: x')"))
     assert not keep(_record("prefect.flow_runs", logging.ERROR, "boom", CheckpointError("bad checkpoint")))
     bug = ZeroDivisionError("division by zero")
     assert keep(_record("prefect.flow_runs", logging.ERROR, "Encountered exception during execution", bug))
@@ -71,9 +70,7 @@ def test_json_output_has_null_where_python_has_nan():
 def test_the_warm_runner_refuses_what_a_new_process_would_do_differently(tmp_path):
     """A command from another installation, with other import-time settings, or after a code change
     is not run by the runner (it runs in its own process); a matching one is."""
-    from pathlib import Path
-
-    from flows import command_runner
+    from aurora_cli import command_runner
 
     runner = command_runner.Runner(tmp_path / "runner.sock")
     request = {"argv": ["ingest"], "env": dict(os.environ), "install": command_runner._install()}
@@ -85,4 +82,20 @@ def test_the_warm_runner_refuses_what_a_new_process_would_do_differently(tmp_pat
     assert runner._refusal(request, []) == "malformed request"
     runner.code = "something else"
     assert runner._refusal(request, [0, 1, 2]).startswith("the code changed")
-    assert Path(command_runner._install()[2]).name == "flows"
+    assert [Path(p).name for p in command_runner._install()[1:]] == ["aurora_pipeline", "flows", "aurora_cli"]
+
+
+def test_the_code_fingerprint_covers_the_command_line_package():
+    """Touching a .py file of aurora_cli (as of aurora_pipeline and flows) changes the warm runner's
+    fingerprint, so a runner started before an edit of the command line restarts itself."""
+    from aurora_cli import command_runner
+
+    for package in ("aurora_pipeline", "flows", "aurora_cli"):
+        marker = Path(__import__(package).__file__)
+        info = marker.stat()
+        before = command_runner.code_fingerprint()
+        try:
+            os.utime(marker, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+            assert command_runner.code_fingerprint() != before, package
+        finally:
+            os.utime(marker, ns=(info.st_atime_ns, info.st_mtime_ns))

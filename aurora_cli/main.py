@@ -4,7 +4,7 @@ Each subcommand parses its options and calls one Prefect flow (or, for the
 generators, one library function). The flows need a Prefect API: the one
 PREFECT_API_URL names, else the local server of `aurora-pipeline server start`
 when it is up, else a temporary server that Prefect starts for the one command
-(see flows/local_server.py). An error the user can fix is printed once, as one
+(see aurora_cli/local_server.py). An error the user can fix is printed once, as one
 line, with exit code 2; `--debug` adds its traceback.
 """
 
@@ -16,8 +16,8 @@ import math
 import os
 import sys
 
-from flows import occurrence_cli, search_cli, where_cli
-from flows._options import config_option
+from aurora_cli import keogram_events, occurrence, search
+from aurora_cli.options import config_option
 
 DRAIN_TIMEOUT_S = 30.0  # at most this long waiting for Prefect to send its last events after an error
 
@@ -46,7 +46,7 @@ def _add_range(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     # the configs (and numpy) are imported here, not at the top: a command that the warm runner
-    # runs hands over before any parsing, so `import flows.cli` stays light
+    # runs hands over before any parsing, so `import aurora_cli.main` stays light
     from aurora_pipeline.classify.model import ClassifierConfig
     from aurora_pipeline.cluster.model import ClusterConfig
     from aurora_pipeline.config import DEVICE_CHOICES
@@ -215,9 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_option(p, DemoConfig, "image_size", help="side of the stored frames in pixels")
     config_option(p, DemoConfig, "frames_per_hour", type=_positive,
                   help="frames in each of the synthetic archive's 8 site-hours (fewer for a quicker run)")
-    where_cli.add_parsers(sub)  # keogram, events: figures and tables from the store, no flow
-    search_cli.add_parsers(sub)  # index (flow build-index), similar (no flow)
-    occurrence_cli.add_parsers(sub)  # occurrence (no flow)
+    keogram_events.add_parsers(sub)  # keogram, events: figures and tables from the store, no flow
+    search.add_parsers(sub)  # index (flow build-index), similar (no flow)
+    occurrence.add_parsers(sub)  # occurrence (no flow)
 
     p = sub.add_parser("convert-store", help="copy a store of the old per-hour layout (format 1) into a new store")
     p.add_argument("old", help="the format-1 store")
@@ -305,18 +305,18 @@ def _drain_prefect() -> None:
 
 def _run_in_warm_runner(argv: list[str]) -> int | None:
     """The exit code of ``argv`` run by the warm runner of `aurora-pipeline server start`, or None
-    when there is none or it would not run it as this process would (see flows/command_runner.py)."""
+    when there is none or it would not run it as this process would (see aurora_cli/command_runner.py)."""
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in (None, "server"):
         return None
-    from flows.command_runner import run_in_runner
-    from flows.local_server import choose_api
+    from aurora_cli.command_runner import run_in_runner
+    from aurora_cli.local_server import choose_api
 
     env, debug = dict(os.environ), "--debug" in argv
     api = choose_api(env)
     if api != "local-server":
         if debug:
-            from flows.local_server import prefect_home
+            from aurora_cli.local_server import prefect_home
 
             why = ("PREFECT_API_URL (or the Prefect profile) names a server" if api == "configured" else
                    f"no `aurora-pipeline server start` server is running for the Prefect home {prefect_home(env)} "
@@ -328,14 +328,14 @@ def _run_in_warm_runner(argv: list[str]) -> int | None:
 
 def _prepare_prefect(debug: bool) -> None:
     """Pick the Prefect API before Prefect is imported; keep user errors off the console."""
-    from flows.local_server import choose_api
+    from aurora_cli.local_server import choose_api
 
     if choose_api() == "temporary":
         print("aurora-pipeline: no Prefect server is running, so Prefect starts a temporary one for this "
               "command (the first start on a new PREFECT_HOME creates its database and can take minutes). "
               "`aurora-pipeline server start` keeps one up for the next commands.", file=sys.stderr)
     if not debug:
-        from flows._terminal import hide_user_errors_on_console
+        from aurora_cli.terminal import hide_user_errors_on_console
 
         hide_user_errors_on_console()
 
@@ -352,7 +352,7 @@ def _json_ready(value):
 
 
 def _server(args):
-    from flows import local_server
+    from aurora_cli import local_server
 
     if args.action == "start":
         state, started = local_server.start_server(port=args.port or local_server.DEFAULT_PORT,
@@ -537,11 +537,11 @@ _HANDLERS = {
 }
 _HANDLERS["convert-store"] = _convert_store
 _HANDLERS["import-encoder"] = _import_encoder
-_HANDLERS.update(where_cli.HANDLERS)
-_HANDLERS.update(search_cli.HANDLERS)
-_NO_FLOW |= search_cli.NO_FLOW
-_HANDLERS.update(occurrence_cli.HANDLERS)
-_NO_FLOW |= occurrence_cli.NO_FLOW
+_HANDLERS.update(keogram_events.HANDLERS)
+_HANDLERS.update(search.HANDLERS)
+_NO_FLOW |= search.NO_FLOW
+_HANDLERS.update(occurrence.HANDLERS)
+_NO_FLOW |= occurrence.NO_FLOW
 
 if __name__ == "__main__":
     sys.exit(main())

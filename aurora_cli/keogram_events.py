@@ -1,11 +1,11 @@
 """The `aurora-pipeline keogram` and `aurora-pipeline events` subcommands (issue 12).
 
 Both read the store and call one library function each; no Prefect flow is needed for
-a figure or a table. ``flows/cli.py`` hooks them in with::
+a figure or a table. ``aurora_cli/main.py`` hooks them in with::
 
-    from flows import where_cli
-    where_cli.add_parsers(sub)            # in build_parser(), after the other subcommands
-    _HANDLERS.update(where_cli.HANDLERS)  # beside _HANDLERS
+    from aurora_cli import keogram_events
+    keogram_events.add_parsers(sub)            # in build_parser(), after the other subcommands
+    _HANDLERS.update(keogram_events.HANDLERS)  # beside _HANDLERS
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from aurora_pipeline.errors import BadInputError
-from flows import command_runner
-from flows._prefect_home import prefect_home
+from aurora_cli import command_runner
+from aurora_cli.prefect_home import prefect_home
 
 STATE_FILE = "aurora-pipeline-server.json"
 LOG_FILE = "aurora-pipeline-server.log"
@@ -57,7 +57,7 @@ class ServerState:
     api_url: str     # "http://127.0.0.1:<port>/api"
     log: str         # the server's output
     started: str     # ISO 8601 UTC
-    runner_pid: int | None = None   # the warm command runner (flows/command_runner.py), when started
+    runner_pid: int | None = None   # the warm command runner (aurora_cli/command_runner.py), when started
 
 
 def state_path(environ: dict | None = None) -> Path:
@@ -232,7 +232,7 @@ def _is_our_runner(pid: int | None) -> bool:
     if not pid or not _alive(pid):
         return False
     try:
-        return b"flows.command_runner" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"aurora_cli.command_runner" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
 
@@ -253,7 +253,7 @@ def start_runner(state: ServerState, progress=None, timeout: float = RUNNER_STAR
     env["PYTHONUNBUFFERED"] = "1"
     log = prefect_home() / command_runner.RUNNER_LOG
     with log.open("ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "flows.command_runner", str(path)], stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "aurora_cli.command_runner", str(path)], stdout=out,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                    cwd=prefect_home(), start_new_session=True)
     state = ServerState(**{**asdict(state), "runner_pid": process.pid})

@@ -1,7 +1,7 @@
 """The `aurora-pipeline occurrence` subcommand: occurrence statistics of the labels, a figure and a table.
 
 It reads the store and calls ``aurora_pipeline.occurrence`` and its figure; no Prefect
-flow is needed (like `keogram` and `events`). flows/cli.py adds it with
+flow is needed (like `keogram` and `events`). aurora_cli/main.py adds it with
 ``add_parsers(sub)``, ``HANDLERS`` and ``NO_FLOW``.
 """
 

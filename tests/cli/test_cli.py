@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows import command_runner
+from aurora_cli import command_runner
 from servers import free_port
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 """The `aurora-pipeline index` and `aurora-pipeline similar` subcommands.
 
 ``index`` runs the flow ``build-index``; ``similar`` is an interactive query and runs
-no flow (no Prefect API needed). flows/cli.py adds them with ``add_parsers(sub)`` and
+no flow (no Prefect API needed). aurora_cli/main.py adds them with ``add_parsers(sub)`` and
 ``HANDLERS``.
 """
 
