@@ -157,7 +157,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 # `make test` hands whole modules to its two test processes in this order (--no-loadscope-reorder),
 # so the short modules fill the end of the run instead of one long module running alone.
 SLOW_MODULES = ("cli/test_cli.py", "flows/test_deployments.py", "search/test_search_store.py", "flows/test_demo.py",
-                "flows/test_label_archive.py", "encoder/test_train.py", "store/test_store.py",
+                "flows/test_label_archive.py", "search/test_index_true_to_store.py", "flows/test_oath_classifier.py",
+                "flows/test_flow_failures.py", "encoder/test_train.py", "store/test_store.py",
                 "ingest/test_ingest_remote.py", "store/test_store_stages.py", "test_servers.py",
                 "oath/test_supervised.py", "benchmarks/test_gpu_check.py", "ingest/test_ingest.py",
                 "encoder/test_checkpoint.py", "oath/test_oath_protocol.py")
