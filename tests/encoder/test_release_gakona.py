@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not GAKO_CDF.is_file(),
 
 
 def _recipe(raw: np.ndarray, size: int) -> np.ndarray:
-    from ingest.test_oath_framing import recipe
+    from oath_recipe import recipe  # tests/oath_recipe.py
 
     return recipe(raw, size)
 

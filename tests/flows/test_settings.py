@@ -27,7 +27,7 @@ from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.oath.config import OathBenchmarkConfig
 from aurora_pipeline.search.config import IndexConfig
 from aurora_pipeline.synth.demo import DemoConfig
-from flows import cli
+from aurora_cli import main as cli
 from aurora_cli.options import field_comments, field_default
 
 REPO = Path(__file__).resolve().parents[2]

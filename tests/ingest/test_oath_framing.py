@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oath_recipe import recipe
 
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.ingest.preprocess import (PreprocessConfig, oath_circle, oath_images_to_frames,
@@ -15,25 +16,6 @@ from aurora_pipeline.ingest.preprocess import (PreprocessConfig, oath_circle, oa
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 GAKO_CDF = DATA / "themis" / "thg_l1_asf_gako_2011010617_v01.cdf"
 OATH_IMAGES = DATA / "oath" / "images" / "cropped_scaled"
-
-
-def recipe(raw: np.ndarray, size: int) -> np.ndarray:
-    """The publisher's recipe, written out independently: float64 numpy percentiles over the whole
-    frame, the circle about (128, 128) of radius int(0.85 * 128), uint8 by truncation, PIL's
-    bilinear (antialiased) resize of the uint8 image."""
-    from PIL import Image
-
-    yy, xx = np.mgrid[0:256, 0:256]
-    inside = np.sqrt((xx - 128) ** 2 + (yy - 128) ** 2) <= int(0.85 * 128)
-    out = []
-    for frame in np.asarray(raw, np.float64):
-        a = frame - np.percentile(frame, 1)
-        p99 = np.percentile(a, 99)
-        a = a / p99 if p99 > 0 else a / max(a.max(), 1e-300)
-        a = np.clip(a, 0, 1) * inside
-        image = Image.fromarray((a * 255).astype(np.uint8))
-        out.append(np.asarray(image.resize((size, size), Image.BILINEAR)))
-    return np.stack(out)
 
 
 @pytest.fixture(scope="module")
