@@ -13,12 +13,6 @@ from __future__ import annotations
 import argparse
 
 
-def _sites(value: str | list[str] | None) -> list[str] | None:
-    from aurora_pipeline.source.sites import parse_sites
-
-    return parse_sites(value, "--sites")
-
-
 def add_parsers(sub) -> None:
     """Add the ``keogram`` and ``events`` subparsers to ``sub`` (argparse subparsers)."""
     p = sub.add_parser("keogram", help="draw a site's keogram with its label strip (PNG)",
@@ -66,7 +60,7 @@ def _keogram(args):
 def _events(args):
     from aurora_pipeline.events import store_events, write_events
 
-    events = store_events(args.store, _sites(args.sites), args.start, args.end, smooth=args.smooth,
+    events = store_events(args.store, args.sites, args.start, args.end, smooth=args.smooth,
                           min_duration=args.min_duration, max_gap=args.max_gap)
     if not args.out:
         print(events.to_string(index=False) if len(events) else "no events")

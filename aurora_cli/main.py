@@ -22,12 +22,6 @@ from aurora_cli.options import config_option
 DRAIN_TIMEOUT_S = 30.0  # at most this long waiting for Prefect to send its last events after an error
 
 
-def _sites(value: str | list[str] | None) -> list[str] | None:
-    from aurora_pipeline.source.sites import parse_sites
-
-    return parse_sites(value, "--sites")
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -376,7 +370,7 @@ def _synth_archive(args):
     from aurora_pipeline.synth.archive import write_synthetic_archive
 
     paths = write_synthetic_archive(
-        args.dir, sites=_sites(args.sites), start=args.start, hours=args.hours,
+        args.dir, sites=args.sites, start=args.start, hours=args.hours,
         frames_per_hour=args.frames_per_hour, layout=args.layout, seed=args.seed,
     )
     return {"files": len(paths), "archive": args.dir, "labels": os.path.join(args.dir, "labels.csv")}
@@ -386,7 +380,7 @@ def _ingest(args):
     from flows.ingest import ingest_archive
 
     return ingest_archive(
-        archive=args.archive, store=args.store, sites=_sites(args.sites), start=args.start, end=args.end,
+        archive=args.archive, store=args.store, sites=args.sites, start=args.start, end=args.end,
         image_size=args.image_size, dask_address=args.dask_address, skymaps=args.skymaps,
         min_elevation=args.min_elevation, map_altitude_km=args.map_altitude_km, checkpoint=args.checkpoint,
     )
@@ -414,7 +408,7 @@ def _pretrain(args):
     from flows.pretrain import pretrain_encoder_flow
 
     return pretrain_encoder_flow(
-        store=args.store, checkpoint=args.checkpoint, sites=_sites(args.sites), start=args.start, end=args.end,
+        store=args.store, checkpoint=args.checkpoint, sites=args.sites, start=args.start, end=args.end,
         epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=args.seed, resume=args.resume,
         max_frames=args.max_frames, image_size=args.image_size, mixed_precision=args.mixed_precision,
     )
@@ -423,7 +417,7 @@ def _pretrain(args):
 def _embed(args):
     from flows.embed import embed_frames_flow
 
-    return embed_frames_flow(store=args.store, checkpoint=args.checkpoint, sites=_sites(args.sites), start=args.start,
+    return embed_frames_flow(store=args.store, checkpoint=args.checkpoint, sites=args.sites, start=args.start,
                         end=args.end, device=args.device, overwrite=args.overwrite, dtype=args.dtype,
                         dask_address=args.dask_address)
 
@@ -483,7 +477,7 @@ def _rounded(value, digits: int):
 def _classify(args):
     from flows.classify import classify_frames
 
-    return classify_frames(store=args.store, classifier=args.classifier, sites=_sites(args.sites),
+    return classify_frames(store=args.store, classifier=args.classifier, sites=args.sites,
                            start=args.start, end=args.end)
 
 
@@ -491,7 +485,7 @@ def _cluster(args):
     from flows.cluster import cluster_embeddings_flow
 
     out = args.out or str(args.store).rstrip("/") + ".clusters"
-    return cluster_embeddings_flow(store=args.store, out=out, sites=_sites(args.sites), k_min=args.k_min,
+    return cluster_embeddings_flow(store=args.store, out=out, sites=args.sites, k_min=args.k_min,
                                    k_max=args.k_max, silhouette_sample=args.silhouette_sample)
 
 
@@ -523,7 +517,7 @@ def _label_archive(args):
     from flows.label_archive import label_archive
 
     return label_archive(archive=args.archive, store=args.store, checkpoint=args.checkpoint,
-                         classifier=args.classifier, centroids=args.centroids, sites=_sites(args.sites),
+                         classifier=args.classifier, centroids=args.centroids, sites=args.sites,
                          lookback_days=args.lookback_days, reconcile=args.reconcile, image_size=args.image_size,
                          skymaps=args.skymaps, min_elevation=args.min_elevation, map_altitude_km=args.map_altitude_km,
                          device=args.device, embed_batch_size=args.embed_batch_size, dask_address=args.dask_address)

@@ -12,12 +12,6 @@ import argparse
 NO_FLOW = {"occurrence"}
 
 
-def _sites(value: str | list[str] | None) -> list[str] | None:
-    from aurora_pipeline.source.sites import parse_sites
-
-    return parse_sites(value, "--sites")
-
-
 def add_parsers(sub) -> None:
     """Add ``occurrence`` to the `aurora-pipeline` subparsers."""
     p = sub.add_parser("occurrence", help="auroral occurrence by MLT and magnetic latitude from the labels (PNG, CSV)",
@@ -38,7 +32,7 @@ def _occurrence(args):
     from aurora_pipeline.occurrence import occurrence, write_csv
     from aurora_pipeline.occurrence_plots import occurrence_png
 
-    occ = occurrence(args.store, _sites(args.sites), args.start, args.end, by=args.by,
+    occ = occurrence(args.store, args.sites, args.start, args.end, by=args.by,
                      min_probability=args.min_probability, smooth=args.smooth)
     png = occurrence_png(occ, args.out)
     out = {"occurrence_png": str(png), "sites": occ.attrs["aurora_sites"].split(),

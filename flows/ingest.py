@@ -8,9 +8,8 @@ from prefect.cache_policies import NO_CACHE
 from aurora_pipeline.dask_cluster import dask_client
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.ingest.driver import IngestReport, ingest
-from aurora_pipeline.ingest.setting import encoder_config
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
-from aurora_pipeline.ingest.setting import resolve_preprocess
+from aurora_pipeline.ingest.setting import ingest_setting
 from aurora_pipeline.source.archive import ArchiveFile, list_archive, sites_without_files
 from flows._retry import RETRY
 
@@ -22,18 +21,8 @@ def list_files(archive: str, sites: list[str] | None, start: str | None, end: st
 
 @task(cache_policy=NO_CACHE)
 def ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km, checkpoint=None) -> PreprocessConfig:
-    """The preprocessing setting asked for, the store's own for what was not asked; with
-    ``checkpoint``, the encoder's (size and preprocessing), which ``--image-size`` may only repeat."""
-    if checkpoint:
-        cfg = encoder_config(checkpoint)
-        if (image_size and image_size != cfg.image_size) or (skymaps and cfg.fov != "elevation"):
-            asked = f"--image-size {image_size}" if image_size and image_size != cfg.image_size else "--skymaps"
-            raise BadInputError(asked, f"disagrees with the encoder's preprocessing (fov={cfg.fov}, image_size="
-                                f"{cfg.image_size}) that --checkpoint {checkpoint} sets",
-                                f"leave {asked.split()[0]} out: the store gets the encoder's setting")
-        return cfg
-    elevation = {"min_elevation": min_elevation, "map_altitude_km": map_altitude_km} if skymaps else {}
-    return resolve_preprocess(store, image_size=image_size, skymaps=skymaps, **elevation)
+    return ingest_setting(store, image_size=image_size, skymaps=skymaps, min_elevation=min_elevation,
+                          map_altitude_km=map_altitude_km, checkpoint=checkpoint)
 
 
 def ingest_files(files: list[ArchiveFile], store: str, cfg: PreprocessConfig, dask_address: str | None,

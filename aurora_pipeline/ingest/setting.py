@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from aurora_pipeline.errors import CheckpointError, NoStoreError
+from aurora_pipeline.errors import BadInputError, CheckpointError, NoStoreError
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.store.core import StoreLike
 
-__all__ = ["encoder_config", "resolve_preprocess"]
+__all__ = ["encoder_config", "ingest_setting", "resolve_preprocess"]
 
 
 def resolve_preprocess(
@@ -105,3 +105,27 @@ def encoder_config(checkpoint: str, storage_options: dict | None = None) -> Prep
                               "the setting of their frames). Fix: ingest with --image-size "
                               f"{sidecar.get('config', {}).get('image_size')} instead of --checkpoint, or retrain.")
     return PreprocessConfig(**setting)
+
+
+def ingest_setting(store: StoreLike, *, image_size: int | None = None, skymaps: str | None = None,
+                   min_elevation: float | None = None, map_altitude_km: float | None = None,
+                   checkpoint: str | None = None) -> PreprocessConfig:
+    """The setting an ``ingest`` asked for: with ``checkpoint`` the encoder's (size and framing),
+    which ``image_size`` and ``skymaps`` may only repeat; else :func:`resolve_preprocess`
+    (the elevation values count only with ``skymaps``).
+
+    Raises:
+        BadInputError: ``image_size`` or ``skymaps`` disagree with the encoder's setting.
+        CheckpointError: the checkpoint records no setting.
+    """
+    if checkpoint:
+        cfg = encoder_config(checkpoint)
+        size_differs = image_size is not None and image_size != cfg.image_size
+        if size_differs or (skymaps and cfg.fov != "elevation"):
+            asked = f"--image-size {image_size}" if size_differs else "--skymaps"
+            raise BadInputError(asked, f"disagrees with the encoder's preprocessing (fov={cfg.fov}, image_size="
+                                f"{cfg.image_size}) that --checkpoint {checkpoint} sets",
+                                f"leave {asked.split()[0]} out: the store gets the encoder's setting")
+        return cfg
+    elevation = {"min_elevation": min_elevation, "map_altitude_km": map_altitude_km} if skymaps else {}
+    return resolve_preprocess(store, image_size=image_size, skymaps=skymaps, **elevation)
