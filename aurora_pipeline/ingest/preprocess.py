@@ -155,6 +155,14 @@ def stretch(images: np.ndarray, mask: np.ndarray | None = None, low: float = 1.0
     raw = np.asarray(images)
     if raw.ndim != 3:
         raise BadInputError("images", f"expected (n, y, x), got shape {raw.shape}", "pass a stack of frames")
+    return _stretch(raw, mask, low, high, None if mask is None else _upper_bound(mask))[0]
+
+
+def _stretch(raw: np.ndarray, mask: np.ndarray | None, low: float, high: float,
+             upper: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 1 with the percentiles over ``mask`` (all pixels when None), clipped to [0, ``upper``]
+    (float32 (y, x): 1 where a pixel is kept, 0 where it is set to 0; None: 1 everywhere).
+    Returns (float32 (n, y, x), bool (n,) True for the flat frames, which are all zeros)."""
     if mask is None:
         inside = raw.reshape(len(raw), -1)
     else:  # one gather by flat index from a contiguous copy: ~3x faster than a boolean mask on a crop view
@@ -165,9 +173,10 @@ def stretch(images: np.ndarray, mask: np.ndarray | None = None, low: float = 1.0
     out = np.subtract(raw, m[:, None, None], dtype=np.float32)  # float32(x) - m: the counts are exact in float32
     out /= np.where(flat, 1.0, big_m).astype(np.float32)[:, None, None]
     out[flat] = 0.0
-    # clip to [0, 1] inside the mask and to [0, 0] outside it: one pass sets both
-    np.clip(out, 0.0, 1.0 if mask is None else _upper_bound(mask), out=out)
-    return out
+    np.clip(out, 0.0, 1.0, out=out)
+    if upper is not None:  # 0 where a pixel is not kept (a product: ~5x faster than a clip to an array bound)
+        out *= upper
+    return out, flat
 
 
 def _flat_indices(mask: np.ndarray) -> np.ndarray:
@@ -273,7 +282,11 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     # float64: BLAS may sum in a different order from run to run (alignment, threads); in
     # float32 that moved a few pixels across a uint8 rounding boundary, in float64 it cannot
     # in practice, so re-ingesting a file gives the same bytes
-    x = np.asarray(images, dtype=np.float64)
+    return _resize_float64(np.asarray(images, dtype=np.float64), size)
+
+
+def _resize_float64(x: np.ndarray, size: int) -> np.ndarray:
+    """:func:`resize`'s two banded products on float64 (n, y, x); float32 (n, size, size) out."""
     n = len(x)
     rows = np.empty((n, size, x.shape[2]))
     for out_rows, in_rows, weights in _bands(x.shape[1], size):
@@ -479,8 +492,9 @@ def stretch_whole_frame(images: np.ndarray, low: float = 1.0, high: float = 99.0
     ``a / max(a)``, as the published encoder's recipe does; a truly flat frame gives zeros.
     """
     raw = np.asarray(images)
-    out = stretch(raw, None, low, high)  # whole-frame percentiles; flat frames come back as zeros
-    flat = ~out.reshape(len(out), -1).any(axis=1)
+    if raw.ndim != 3:
+        raise BadInputError("images", f"expected (n, y, x), got shape {raw.shape}", "pass a stack of frames")
+    out, flat = _stretch(raw, None, low, high, None)  # whole-frame percentiles; flat frames come back as zeros
     for i in np.flatnonzero(flat):
         frame = raw[i].astype(np.float64)
         a = frame - np.percentile(frame, low)
@@ -503,7 +517,9 @@ def resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
     """
     if frames.shape[1:] == (size, size):
         return np.asarray(frames, np.uint8)
-    return to_uint8(resize(np.asarray(frames, np.float32) / np.float32(255.0), size))
+    unit = np.asarray(frames, np.float32)
+    unit /= np.float32(255.0)  # in place: the [0, 1] value of each level, float32 as before
+    return to_uint8(_resize_float64(unit.astype(np.float64), size))
 
 
 def preprocess_oath_frames(images: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
@@ -518,14 +534,22 @@ def preprocess_oath_frames(images: np.ndarray, cfg: PreprocessConfig = Preproces
     if cfg.fov != "oath":
         raise BadInputError("fov", f"OATH framing needs fov='oath', the setting says {cfg.fov!r}",
                             "use preprocess_frames for the other settings")
-    outside = ~oath_circle(images.shape[1:], cfg)
+    sky = oath_circle(images.shape[1:], cfg).astype(np.uint8)  # 1 inside the circle, 0 outside
     out = np.empty((len(images), cfg.image_size, cfg.image_size), dtype=np.uint8)
     with threadpool_limits(1, user_api="blas"):  # as in preprocess_frames: small products, busy cores
         for i in range(0, len(images), cfg.block_frames):
             stretched = stretch_whole_frame(images[i : i + cfg.block_frames], cfg.low_percentile, cfg.high_percentile)
-            stretched[:, outside] = 0.0
-            out[i : i + cfg.block_frames] = resize_uint8(to_uint8_truncated(stretched), cfg.image_size)
+            levels = _truncate_unit(stretched)
+            levels *= sky  # 0 outside the circle: on the uint8 levels, the cheapest place to do it
+            out[i : i + cfg.block_frames] = resize_uint8(levels, cfg.image_size)
     return out
+
+
+def _truncate_unit(values: np.ndarray) -> np.ndarray:
+    """:func:`to_uint8_truncated` of float32 values already in [0, 1], in two passes (scaled in
+    place): the cast of a value in [0, 255] truncates, which is the floor of a non-negative value."""
+    np.multiply(values, np.float32(255.0), out=values)
+    return values.astype(np.uint8)
 
 
 def oath_images_to_frames(green: np.ndarray, image_size: int) -> np.ndarray:

@@ -258,3 +258,29 @@ def test_outputs_do_not_depend_on_the_block_size(block_frames):
     reference = preprocess_frames(frames, PreprocessConfig(image_size=128))
     again = preprocess_frames(frames, PreprocessConfig(image_size=128, block_frames=block_frames))
     np.testing.assert_array_equal(again, reference)
+
+
+def _oath_test_frames() -> np.ndarray:
+    frames = np.random.default_rng(7).integers(2000, 60000, size=(6, 256, 256)).astype(np.uint16)
+    frames[3] = 5000                                          # flat: zeros
+    frames[4] = 3000
+    frames[4, :10, :10] = 60000                               # bright only outside the sky circle
+    frames[5] = 100
+    frames[5, 100:105, 100:105] = 4000                        # p99 at the floor: stretched by its maximum
+    return frames
+
+
+@pytest.mark.parametrize("size, digest", [(128, "8662a054739c43fa"), (64, "c9c4eec2f95e6604"),
+                                          (224, "ccefa169d5b5d39c")])
+def test_oath_framing_outputs_are_the_bytes_of_the_code_that_made_the_first_oath_stores(size, digest):
+    # sha256 of preprocess_oath_frames' outputs as committed in 2d0dbf9 (before issue 22's second pass)
+    out = preprocess_frames(_oath_test_frames(), PreprocessConfig(image_size=size))
+    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == digest
+
+
+@needs_data
+def test_oath_framing_outputs_of_the_real_file_are_unchanged():
+    from aurora_pipeline.source.cdf import read_asi_cdf
+
+    out = preprocess_frames(read_asi_cdf(GAKO_CDF).images, PreprocessConfig())
+    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "dca56a07b00a19aa"
