@@ -36,9 +36,10 @@ from aurora_pipeline import __version__
 from aurora_pipeline.errors import BadInputError, NoStoreError
 from aurora_pipeline.hours import hour_range, hour_stamp
 from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
+from aurora_pipeline.ingest.read_ahead import read_ahead
 from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
-from aurora_pipeline.source.cdf import read_asi_cdf
+from aurora_pipeline.source.cdf import AsiFile, open_asi_cdf
 from aurora_pipeline.store.core import Store, StoreLike, utc_now
 from aurora_pipeline.store.failures import Failure, record_failures
 from aurora_pipeline.store.read import hour_facts
@@ -149,11 +150,10 @@ def ingest_file(
         with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
             # hashlib releases the GIL: the checksum is taken while cdflib decodes, not after
             digest = hasher.submit(sha256_of, local)
-            frames = read_asi_cdf(str(local), name=file.url, expected_site=file.site)
-            _check_hour(frames.times, file)
-            images = preprocess_frames(frames.images, cfg, fov)
-            times, layout = frames.times, frames.layout
-            del frames  # the raw counts (150 MiB an hour) are not held through the write
+            asi = open_asi_cdf(local, name=file.url, expected_site=file.site)
+            _check_hour(asi.times, file)
+            images = _preprocess_while_decoding(asi, cfg, fov)
+            times, layout = asi.times, asi.layout
             sha256 = digest.result()
         st = Store.open(store, storage_options, mode="a")
         chunks = write_frames(st, file.site, file.hour_start, images)
@@ -168,6 +168,18 @@ def ingest_file(
     finally:
         if local is not None and not is_local(file.url):
             Path(local).unlink(missing_ok=True)
+
+
+def _preprocess_while_decoding(asi: AsiFile, cfg: PreprocessConfig, fov) -> np.ndarray:
+    """The file's frames preprocessed to uint8 (n, s, s), a block at a time, the next block
+    inflated in another thread meanwhile (``read_ahead``): the raw counts of the whole hour
+    (150 MiB) are never held at once. The same bytes as ``preprocess_frames`` of all frames."""
+    out = np.empty((asi.n_frames, cfg.image_size, cfg.image_size), np.uint8)
+    done = 0
+    for block in read_ahead(asi.blocks()):
+        out[done : done + len(block)] = preprocess_frames(block, cfg, fov)
+        done += len(block)
+    return out
 
 
 def _check_hour(times: np.ndarray, file: ArchiveFile) -> None:

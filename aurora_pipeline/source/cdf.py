@@ -11,7 +11,11 @@ Two layouts exist and are told apart by the image variable's shape, never by the
 
 Either way :func:`read_asi_cdf` returns frames as uint16 (n, y, x) with
 ``datetime64[ms]`` times, and every unusable file raises
-:class:`~aurora_pipeline.errors.BadInputError` naming the file.
+:class:`~aurora_pipeline.errors.BadInputError` naming the file. :func:`open_asi_cdf`
+checks a file and reads its times without decoding its pixels; ``AsiFile.blocks`` then
+decodes the frames a block at a time (legacy files, whose frames are records stored in
+compressed blocks of a few records each), so a reader can work on one block while the
+next is inflated.
 
     >>> frames = read_asi_cdf("thg_l1_asf_gako_2011010617_v01.cdf")
     >>> frames.site, frames.layout, frames.images.shape, frames.times[0]
@@ -23,7 +27,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cdflib
@@ -72,6 +77,61 @@ class AsiFrames:
     images: np.ndarray
     layout: str
     source: str
+
+
+FRAMES_PER_BLOCK = 112  # frames AsiFile.blocks decodes at a time by default: 16 of THEMIS's 7-record blocks, 15 MiB
+
+
+@dataclass(frozen=True, eq=False)
+class AsiFile:
+    """One ASI file, opened and checked, its times read, its frames not yet decoded.
+
+    Attributes:
+        site, times, layout, source: as in :class:`AsiFrames`.
+        frame_shape: (y, x) of each frame.
+    """
+
+    site: str
+    times: np.ndarray
+    layout: str
+    source: str
+    frame_shape: tuple[int, int]
+    _cdf: object = field(repr=False)
+    _image_var: str = ""
+    _records_per_block: int = 0  # the image variable's blocking factor (records per compressed block), 0: none
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.times)
+
+    def frames(self) -> AsiFrames:
+        """All frames, decoded at once."""
+        images = _read_images(self._cdf, self._image_var, self.layout, self.source)
+        _check_frame_count(len(images), len(self.times), self.source)
+        return AsiFrames(site=self.site, times=self.times, images=images, layout=self.layout, source=self.source)
+
+    def blocks(self, frames: int = FRAMES_PER_BLOCK) -> Iterator[np.ndarray]:
+        """The frames as consecutive uint16 (k, y, x) blocks of about ``frames`` frames, decoded one
+        block at a time. A block holds whole compressed blocks of the file (a multiple of its
+        blocking factor), so no compressed block is inflated twice; a v2024 file (one record) or a
+        file with no blocking factor is decoded whole and handed out in slices."""
+        per = self._records_per_block
+        if self.layout != "legacy" or per <= 0 or per >= self.n_frames:
+            yield from _slices(self.frames().images, frames)
+            return
+        step = max(per, frames // per * per)
+        decoded = 0
+        for start in range(0, self.n_frames, step):
+            end = min(start + step, self.n_frames)
+            block = _read_images(self._cdf, self._image_var, self.layout, self.source, (start, end - 1))
+            decoded += len(block)
+            yield block
+        _check_frame_count(decoded, self.n_frames, self.source)
+
+
+def _slices(images: np.ndarray, frames: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(images), frames):
+        yield images[start : start + frames]
 
 
 def parse_archive_name(filename: str | os.PathLike) -> tuple[str, np.datetime64]:
@@ -127,17 +187,26 @@ def read_asi_cdf(source: str | os.PathLike | bytes, *, name: str | None = None,
         try:
             with os.fdopen(handle, "wb") as f:
                 f.write(source)
-            return _read_path(Path(tmp), label, expected_site)
+            return open_asi_cdf(tmp, name=label, expected_site=expected_site).frames()
         finally:
             os.unlink(tmp)
-    label = name or str(source)
-    path = Path(source)
+    return open_asi_cdf(source, name=name, expected_site=expected_site).frames()
+
+
+def open_asi_cdf(path: str | os.PathLike, *, name: str | None = None, expected_site: str | None = None) -> AsiFile:
+    """Open one local THEMIS ASI CDF file and check everything but its pixels: the CDF's
+    integrity, the site, the image variable's declared size and layout (before anything
+    large is allocated) and the frame times (read here). Decode the frames with
+    ``AsiFile.frames()`` (all at once) or ``AsiFile.blocks()`` (a block at a time).
+
+    Raises:
+        BadInputError: as :func:`read_asi_cdf`; a problem of the pixels themselves (a corrupt
+            block, the wrong data type) is raised when they are decoded.
+    """
+    label = name or str(path)
+    path = Path(path)
     if not path.is_file():
         raise BadInputError(label, "file not found.", "Check the path, or list the archive again.")
-    return _read_path(path, label, expected_site)
-
-
-def _read_path(path: Path, label: str, expected_site: str | None) -> AsiFrames:
     _check_not_truncated(path, label)
     try:
         cdf = cdflib.CDF(path)
@@ -161,12 +230,20 @@ def _read_path(path: Path, label: str, expected_site: str | None) -> AsiFrames:
         raise BadInputError(label, f"{image_var} has {spec.Num_Dims}-d records {spec.Dim_Sizes}; expected (y, x) "
                             "per frame (legacy) or one (y, x, n) record (v2024).",
                             "This is not a THEMIS ASI full-resolution file.")
-    images = _read_images(cdf, image_var, layout, label)
+    if int(spec.Last_Rec) < 0:
+        raise BadInputError(label, f"{image_var} holds no frames.", _FIX_REDOWNLOAD)
     times = _read_times(cdf, site, names, layout, label)
-    if len(times) != len(images):
-        raise BadInputError(label, f"has {len(images)} frames but {len(times)} frame times.", _FIX_REDOWNLOAD)
+    if layout == "legacy":  # one record per frame: the declared record count is the frame count
+        _check_frame_count(int(spec.Last_Rec) + 1, len(times), label)
     _check_times(times, label)
-    return AsiFrames(site=site, times=times, images=images, layout=layout, source=label)
+    dims = [int(d) for d in spec.Dim_Sizes]
+    return AsiFile(site=site, times=times, layout=layout, source=label, frame_shape=(dims[0], dims[1]),
+                   _cdf=cdf, _image_var=image_var, _records_per_block=int(getattr(spec, "Block_Factor", 0) or 0))
+
+
+def _check_frame_count(frames: int, times: int, label: str) -> None:
+    if frames != times:
+        raise BadInputError(label, f"has {frames} frames but {times} frame times.", _FIX_REDOWNLOAD)
 
 
 def _check_claimed_size(spec, file_size: int, label: str) -> None:
@@ -241,16 +318,19 @@ def _find_image_variable(names: list[str], label: str) -> tuple[str, str]:
     return image_var, site
 
 
-def _varget(cdf, var: str, label: str) -> np.ndarray | None:
+def _varget(cdf, var: str, label: str, records: tuple[int, int] | None = None) -> np.ndarray | None:
+    """``cdf.varget(var)`` (records ``(first, last)`` only, when given), errors named for the file."""
     try:
+        if records is not None:
+            return cdf.varget(var, startrec=records[0], endrec=records[1])
         return cdf.varget(var)
     except Exception as err:  # corrupt compressed blocks surface as zlib/ValueError/IndexError
         raise BadInputError(label, f"variable {var} cannot be read ({type(err).__name__}: {err}).",
                             _FIX_REDOWNLOAD) from err
 
 
-def _read_images(cdf, image_var: str, layout: str, label: str) -> np.ndarray:
-    data = _varget(cdf, image_var, label)
+def _read_images(cdf, image_var: str, layout: str, label: str, records: tuple[int, int] | None = None) -> np.ndarray:
+    data = _varget(cdf, image_var, label, records)
     data = None if data is None else np.asarray(data)
     if data is None or data.size == 0:
         raise BadInputError(label, f"{image_var} holds no frames.", _FIX_REDOWNLOAD)

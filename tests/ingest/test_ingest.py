@@ -236,3 +236,18 @@ def test_a_bug_in_preprocessing_is_raised_not_recorded(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="unexpected error.*ZeroDivisionError.*not bad input"):
         ingest(list_archive(archive), store, SMALL)
     assert read_failures(store).empty
+
+
+def test_stored_frames_are_the_preprocessing_of_the_whole_file(tmp_path):
+    """ingest_file preprocesses a block at a time while the next block is decoded: the stored
+    frames are byte for byte those of preprocess_frames on the whole file's counts."""
+    from aurora_pipeline.ingest.preprocess import preprocess_frames
+    from aurora_pipeline.source.cdf import read_asi_cdf
+
+    archive = tmp_path / "archive"
+    write_synthetic_archive(archive, sites=["gako"], hours=1, frames_per_hour=250)
+    (file,) = list_archive(archive)
+    cfg = PreprocessConfig(image_size=64)
+    ingest([file], tmp_path / "s.zarr", cfg)
+    stored = aurora_pipeline.open_site(tmp_path / "s.zarr", "gako").frames.values
+    np.testing.assert_array_equal(stored, preprocess_frames(read_asi_cdf(file.url).images, cfg))

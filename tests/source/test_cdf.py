@@ -328,3 +328,33 @@ def test_frames_read_with_libdeflate_equal_those_read_with_the_standard_gzip(tmp
     plain = read_asi_cdf(path)
     np.testing.assert_array_equal(fast.images, plain.images)
     np.testing.assert_array_equal(fast.times, plain.times)
+
+
+@pytest.mark.parametrize("layout", ["legacy", "v2024"])
+def test_blocks_decode_the_frames_of_a_whole_read(tmp_path, layout):
+    from aurora_pipeline.source.cdf import open_asi_cdf
+
+    path = tmp_path / "thg_l1_asf_gako_2011010604_v01.cdf"
+    rng = np.random.default_rng(3)
+    times = np.datetime64("2011-01-06T04:00:00", "ms") + np.arange(40) * np.timedelta64(3, "s")
+    write_asi_cdf(path, "gako", times, rng.integers(0, 65535, (40, 256, 256)).astype(np.uint16), layout=layout)
+    whole = read_asi_cdf(path)
+    asi = open_asi_cdf(path)
+    blocks = list(asi.blocks(frames=16))
+    np.testing.assert_array_equal(np.concatenate(blocks), whole.images)
+    np.testing.assert_array_equal(asi.times, whole.times)
+    if layout == "legacy":  # whole compressed blocks of 7 records each: 14, 14, 12
+        assert [len(b) for b in blocks] == [14, 14, 12]
+    else:  # one record: decoded whole, handed out in slices
+        assert [len(b) for b in blocks] == [16, 16, 8]
+
+
+def test_blocks_of_the_real_file_equal_its_whole_read():
+    from aurora_pipeline.source.cdf import open_asi_cdf
+
+    real = Path(__file__).resolve().parents[3] / "shared" / "data" / "themis" / "thg_l1_asf_gako_2011010617_v01.cdf"
+    if not real.is_file():
+        pytest.skip(f"the real THEMIS file is not at {real} (../shared/data is absent)")
+    blocks = list(open_asi_cdf(real).blocks(frames=7))
+    assert [len(b) for b in blocks] == [7, 7, 7, 2]
+    np.testing.assert_array_equal(np.concatenate(blocks), read_asi_cdf(real).images)
