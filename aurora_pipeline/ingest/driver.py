@@ -39,7 +39,7 @@ from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frame
 from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
 from aurora_pipeline.source.cdf import read_asi_cdf
-from aurora_pipeline.store.core import Store, StoreLike, utc_now
+from aurora_pipeline.store.core import Store, StoreLike, open_existing_store, open_store, utc_now
 from aurora_pipeline.store.failures import Failure, record_failures
 from aurora_pipeline.store.read import hour_facts
 from aurora_pipeline.store.writer import HourWrite, commit_hours, hide_hours, write_frames
@@ -106,7 +106,7 @@ def plan(files: list[ArchiveFile], store: StoreLike, *, storage_options: dict | 
     against a store that does not exist yet creates nothing: every file is to ingest.
     """
     try:
-        st = Store.open(store, storage_options)
+        st = open_store(store, storage_options)
     except NoStoreError:
         return list(files), []
     todo, done = [], []
@@ -155,7 +155,7 @@ def ingest_file(
             times, layout = frames.times, frames.layout
             del frames  # the raw counts (150 MiB an hour) are not held through the write
             sha256 = digest.result()
-        st = Store.open(store, storage_options, mode="a")
+        st = open_store(store, storage_options, mode="a")  # a worker's own open of the URL; serially the driver's Store
         chunks = write_frames(st, file.site, file.hour_start, images)
         written = HourWrite(hour=file.hour_start, times=times.astype("datetime64[ms]"), source_file=file.name,
                             source_url=file.url, source_sha256=sha256, source_size=int(local.stat().st_size),
@@ -216,7 +216,7 @@ def ingest(
     whose every file lacks a usable skymap raises BadInputError naming the first skymap
     problem, and creates nothing.
     """
-    existing = _existing_store(store, storage_options)
+    existing = open_existing_store(store, storage_options)  # the one open of an existing store, for writing
     cfg = cfg or resolve_preprocess(existing, skymaps=skymaps)
     skymaps = skymaps or (existing.skymaps if existing is not None and cfg.fov == "elevation" else None)
     _check_fov(cfg, skymaps)
@@ -233,7 +233,7 @@ def ingest(
         if not todo and existing is None:  # a refused first run makes no store
             first = no_skymap[0]
             raise BadInputError(first.file.url, first.problem, f"{first.fix} (No store was made at {store}.)")
-    st = existing or Store.open(store, storage_options, mode="a")
+    st = existing or open_store(store, storage_options, mode="a")  # a new store is made here, refusals settled
     st.set_preprocess(preprocess_setting(cfg), cfg.as_attrs())
     if skymaps:
         st.set_skymaps(_skymaps_root(skymaps))
@@ -243,7 +243,7 @@ def ingest(
     kwargs = dict(storage_options=storage_options, archive_storage_options=archive_storage_options)
     errors: list[tuple[ArchiveFile, BaseException]] = []
     pending: list[FileOutcome] = []
-    for file, outcome, error in _run(todo, st.local_path or st.url, cfg, client, kwargs, fovs):
+    for file, outcome, error in _run(todo, st, cfg, client, kwargs, fovs):
         if error is not None:
             log.error("ingest of %s raised %s", file.url, error, exc_info=error)
             errors.append((file, error))
@@ -283,14 +283,6 @@ def _check_fov(cfg: PreprocessConfig, skymaps: str | None) -> None:
     if cfg.fov != "elevation" and skymaps:
         raise BadInputError("--skymaps", f"this store was made without skymaps (fov={cfg.fov})",
                             "ingest into a new store to use skymaps, or leave --skymaps out")
-
-
-def _existing_store(store, storage_options: dict | None) -> Store | None:
-    """``store`` opened for writing if it exists; None (and nothing created) if not."""
-    try:
-        return Store.open(Store.open(store, storage_options), mode="a")
-    except NoStoreError:
-        return None
 
 
 def _skymaps_root(skymaps: str) -> str:
@@ -353,19 +345,20 @@ def _ingest_with_fov(file: ArchiveFile, fov, **kwargs) -> FileOutcome:
     return ingest_file(file, fov=fov, **kwargs)
 
 
-def _run(todo, store_url, cfg, client, kwargs, fovs):
-    """Yield (file, outcome, unexpected error) as files finish, serially or on Dask."""
+def _run(todo, st: Store, cfg, client, kwargs, fovs):
+    """Yield (file, outcome, unexpected error) as files finish, serially (on the driver's ``st``) or on
+    Dask (a worker is a process of its own: it opens the store from its location, once per file)."""
     if client is None:
         for f in todo:
             try:
-                yield f, ingest_file(f, store_url, cfg, fov=fovs.get(f.url), **kwargs), None
+                yield f, ingest_file(f, st, cfg, fov=fovs.get(f.url), **kwargs), None
             except Exception as err:  # noqa: BLE001 - re-raised by the driver once the others are recorded
                 yield f, None, err
         return
     from distributed import as_completed
 
-    futures = client.map(_ingest_with_fov, todo, [fovs.get(f.url) for f in todo], store=store_url, cfg=cfg, pure=False,
-                         **kwargs)
+    futures = client.map(_ingest_with_fov, todo, [fovs.get(f.url) for f in todo], store=st.local_path or st.url, cfg=cfg,
+                         pure=False, **kwargs)
     by_future = dict(zip(futures, todo))
     for fut in as_completed(futures):
         try:

@@ -22,7 +22,7 @@ import dataclasses
 
 from aurora_pipeline.errors import BadInputError, CheckpointError, NoStoreError
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
-from aurora_pipeline.store.core import StoreLike
+from aurora_pipeline.store.core import StoreLike, open_store
 
 __all__ = ["encoder_config", "ingest_setting", "resolve_preprocess"]
 
@@ -65,13 +65,11 @@ def resolve_preprocess(
     return dataclasses.replace(base, **{k: v for k, v in asked.items() if v is not None})
 
 
-def _stored_setting(store, storage_options: dict | None) -> dict | None:
+def _stored_setting(store: StoreLike | None, storage_options: dict | None) -> dict | None:
     if store is None:
         return None
-    from aurora_pipeline.store.core import Store
-
     try:
-        return Store.open(store, storage_options).preprocess
+        return open_store(store, storage_options).preprocess
     except NoStoreError:  # a new store: nothing recorded yet
         return None
 
