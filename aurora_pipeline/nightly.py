@@ -115,7 +115,7 @@ def find_new_files(
 
 def hour_names(files: list[ArchiveFile]) -> set[tuple[str, np.datetime64]]:
     """``{(site, hour)}`` of the given files (the later stages' ``only`` filter)."""
-    return {(f.site, f.hour_start) for f in files}
+    return {(f.site, f.hour) for f in files}
 
 
 def record_run(store: StoreLike, summary: dict) -> int:
@@ -325,7 +325,7 @@ def _model_ids(config: NightlyConfig) -> tuple[str, str, str | None]:
 def _night_results(report: IngestReport | None, stages: dict) -> dict:
     ingested = report.ingested if report else []
     return {"files_ingested": len(ingested), "frames": report.frames if report else 0,
-            "hours": sorted(f"{o.file.site}/{o.file.hour_start}" for o in ingested),
+            "hours": sorted(f"{o.file.site}/{o.file.hour}" for o in ingested),
             "hours_embedded": stages["embed"].get("hours_embedded", 0),
             "hours_labelled": stages["classify"].get("hours_labelled", 0),
             "failures": [f"{o.file.url}: {o.problem}" for o in report.failed] if report else [],

@@ -70,7 +70,7 @@ def in_process(file, rounds: int, work: Path) -> None:
         store = work / f"one-file-{r}.zarr"
         st = Store.open(store, mode="a")
         st.set_preprocess(cfg.setting(), cfg.as_attrs())
-        st.year_group(file.site, int(file.hour[:4]), create=True)  # once per site-year in a real store: not timed
+        st.year_group(file.site, int(file.hour_code[:4]), create=True)  # once per site-year in a real store: not timed
         rows["bare cdflib read"].append(clock(lambda: bare_read(file.url))[:2])
         wall, cpu, frames = clock(lambda: read_asi_cdf(file.url))
         rows["read_asi_cdf"].append((wall, cpu))

@@ -41,6 +41,7 @@ from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_
 from aurora_pipeline.source.cdf import read_asi_cdf
 from aurora_pipeline.store.core import Store, StoreLike, open_existing_store, open_store, utc_now
 from aurora_pipeline.store.failures import Failure, record_failures
+from aurora_pipeline.store.layout import hour_position
 from aurora_pipeline.store.read import hour_facts
 from aurora_pipeline.store.writer import HourWrite, commit_hours, hide_hours, write_frames
 
@@ -88,7 +89,7 @@ class IngestReport:
             "files_failed": len(self.failed),
             "files_skipped": len(self.skipped),
             "frames": self.frames,
-            "hours": sorted(f"{o.file.site} {o.file.hour}" for o in self.ingested),
+            "hours": sorted(f"{o.file.site} {o.file.hour_code}" for o in self.ingested),
             "failures": [f"{o.file.name}: {o.problem}" for o in self.failed],
         }
 
@@ -115,7 +116,7 @@ def plan(files: list[ArchiveFile], store: StoreLike, *, storage_options: dict | 
         stored = {hour_stamp(h): (name, size) for h, name, size in
                   zip(facts["hour"].to_numpy(), facts["source_file"], facts["source_size"])}
         for f in (f for f in files if f.site == site):
-            entry = stored.get(f.hour)
+            entry = stored.get(f.hour_code)
             same = entry is not None and entry[0] == f.name and (f.size is None or int(entry[1]) == f.size)
             (done if same else todo).append(f)
     return todo, done
@@ -156,8 +157,8 @@ def ingest_file(
             del frames  # the raw counts (150 MiB an hour) are not held through the write
             sha256 = digest.result()
         st = open_store(store, storage_options, mode="a")  # a worker's own open of the URL; serially the driver's Store
-        chunks = write_frames(st, file.site, file.hour_start, images)
-        written = HourWrite(hour=file.hour_start, times=times.astype("datetime64[ms]"), source_file=file.name,
+        chunks = write_frames(st, file.site, file.hour, images)
+        written = HourWrite(hour=file.hour, times=times.astype("datetime64[ms]"), source_file=file.name,
                             source_url=file.url, source_sha256=sha256, source_size=int(local.stat().st_size),
                             source_layout=layout, skymap=fov.skymap if fov is not None else "")
         return FileOutcome(file, "ingested", len(images), seconds=time.perf_counter() - started,
@@ -176,7 +177,7 @@ def _check_hour(times: np.ndarray, file: ArchiveFile) -> None:
     if outside:
         raise BadInputError(
             file.url,
-            f"{outside} of {len(times)} frame times fall outside the hour {file.hour} named by the file "
+            f"{outside} of {len(times)} frame times fall outside the hour {file.hour_code} named by the file "
             f"(first {times[0]}, last {times[-1]})",
             "check the file; the name and the content disagree on the hour",
         )
@@ -239,7 +240,7 @@ def ingest(
         st.set_skymaps(_skymaps_root(skymaps))
     fovs = _store_skymaps(st, todo, skies, cfg)
     for site in sorted({f.site for f in todo}):
-        hide_hours(st, site, [f.hour_start for f in todo if f.site == site])
+        hide_hours(st, site, [f.hour for f in todo if f.site == site])
     kwargs = dict(storage_options=storage_options, archive_storage_options=archive_storage_options)
     errors: list[tuple[ArchiveFile, BaseException]] = []
     pending: list[FileOutcome] = []
@@ -258,11 +259,11 @@ def ingest(
             on_outcome(outcome)
     _commit(st, pending)
     now = utc_now()
-    failures = [Failure(o.file.url, o.file.site, o.file.hour, o.problem, o.fix, now) for o in report.failed]
+    failures = [Failure(o.file.url, o.file.site, o.file.hour_code, o.problem, o.fix, now) for o in report.failed]
     record_failures(st, failures, {o.file.url for o in report.ingested}, now)
     st.add_history(f"ingested {len(report.ingested)} archive file(s), {len(report.failed)} failed, "
                    f"{len(errors)} error(s) (aurora-pipeline {__version__})")
-    report.outcomes.sort(key=lambda o: (o.file.site, o.file.hour))
+    report.outcomes.sort(key=lambda o: (o.file.site, o.file.hour_code))
     if errors:
         file, error = errors[0]
         raise RuntimeError(f"ingest of {file.url} failed with an unexpected error ({type(error).__name__}: {error}); "
@@ -336,7 +337,7 @@ def _store_skymaps(st: Store, todo, skies: dict[str, tuple], cfg) -> dict[str, o
     for f in todo:
         if f.url in skies:
             sky, fov, coords = skies[f.url]
-            ensure_skymap(st, f.site, int(f.hour[:4]), sky, fov, coords, cfg.map_altitude_km)
+            ensure_skymap(st, f.site, hour_position(f.hour)[0], sky, fov, coords, cfg.map_altitude_km)
             fovs[f.url] = fov
     return fovs
 

@@ -191,7 +191,7 @@ def _stored_archive(root: Path, hours: list[str], store_hours: list[str]) -> tup
     archive, store = root / "archive", root / "s.zarr"
     for hour in hours:
         write_synthetic_archive(archive, sites=SITE, start=hour, hours=1, frames_per_hour=3, size=RAW_SIZE)
-    stored = [f for f in list_archive(archive) if f.hour_start in {np.datetime64(h, "h") for h in store_hours}]
+    stored = [f for f in list_archive(archive) if f.hour in {np.datetime64(h, "h") for h in store_hours}]
     ingest(stored, store, PreprocessConfig(image_size=IMAGE_SIZE))
     return archive, store
 
@@ -207,21 +207,21 @@ def test_find_new_files_looks_back_from_now_and_finds_late_hours(tmp_path):
 
     todo, done = new_files(7)
     # the window [now - 7 days, now] spans two month folders; `old` is outside it
-    assert [f.hour for f in todo] == ["2011012803", "2011020122"]
-    assert [f.hour for f in done] == ["2011013005"]
+    assert [f.hour_code for f in todo] == ["2011012803", "2011020122"]
+    assert [f.hour_code for f in done] == ["2011013005"]
 
     todo, _ = new_files(3)
-    assert [f.hour for f in todo] == ["2011020122"], "a 3-day look-back still found the 5-day-old hour"
+    assert [f.hour_code for f in todo] == ["2011020122"], "a 3-day look-back still found the 5-day-old hour"
 
     todo, done = new_files(7, reconcile=True)
-    assert [f.hour for f in todo] == ["2011012005", "2011012803", "2011020122"]
+    assert [f.hour_code for f in todo] == ["2011012005", "2011012803", "2011020122"]
 
 
 def test_find_new_files_ignores_hours_after_now(tmp_path):
     archive, store = _stored_archive(tmp_path, ["2011-01-30T05", "2011-02-01T03"], [])
     start, end = window(7, now=np.datetime64("2011-02-01T02"))
     todo, _ = find_new_files(str(archive), str(store), start=start, end=end, sites=[SITE])
-    assert [f.hour for f in todo] == ["2011013005"]
+    assert [f.hour_code for f in todo] == ["2011013005"]
 
 
 # --------------------------------------------------------------------------- the night as a library call (no Prefect)
