@@ -21,7 +21,7 @@ def list_files(archive: str, sites: list[str] | None, start: str | None, end: st
 
 
 @task(cache_policy=NO_CACHE)
-def ingest_config(store: StoreLike, image_size, skymaps, min_elevation, map_altitude_km, checkpoint=None) -> PreprocessConfig:
+def ingest_config(store: StoreLike | None, image_size, skymaps, min_elevation, map_altitude_km, checkpoint=None) -> PreprocessConfig:
     return ingest_setting(store, image_size=image_size, skymaps=skymaps, min_elevation=min_elevation,
                           map_altitude_km=map_altitude_km, checkpoint=checkpoint)
 
@@ -73,14 +73,14 @@ def ingest_archive(
     for a new store; an existing store of another setting is refused.
     """
     logger = get_run_logger()
-    st = open_existing_store(store) or store  # opened once and handed down; a new store is made by the ingest
+    st = open_existing_store(store)  # opened once and handed down; None: a new store, which the ingest makes
     cfg = ingest_config(st, image_size, skymaps, min_elevation, map_altitude_km, checkpoint)  # refused before any listing
     files = list_files(archive, sites, start, end)
     missing = sites_without_files(sites, files)
     if missing:
         logger.warning("no archive files for site(s) %s in the asked hours", ", ".join(missing))
     if files:
-        summary = ingest_files(files, st, cfg, dask_address, skymaps)
+        summary = ingest_files(files, st or store, cfg, dask_address, skymaps)
     else:
         logger.warning("nothing to ingest: the archive %s has no files for these sites and hours", archive)
         summary = IngestReport().summary()

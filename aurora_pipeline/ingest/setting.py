@@ -105,12 +105,12 @@ def encoder_config(checkpoint: str, storage_options: dict | None = None) -> Prep
     return PreprocessConfig(**setting)
 
 
-def ingest_setting(store: StoreLike, *, image_size: int | None = None, skymaps: str | None = None,
+def ingest_setting(store: StoreLike | None, *, image_size: int | None = None, skymaps: str | None = None,
                    min_elevation: float | None = None, map_altitude_km: float | None = None,
                    checkpoint: str | None = None) -> PreprocessConfig:
-    """The setting an ``ingest`` asked for: with ``checkpoint`` the encoder's (size and framing),
-    which ``image_size`` and ``skymaps`` may only repeat; else :func:`resolve_preprocess`
-    (the elevation values count only with ``skymaps``).
+    """The setting an ``ingest`` into ``store`` (None: a new store) asked for: with ``checkpoint``
+    the encoder's (size and framing), which ``image_size`` and ``skymaps`` may only repeat; else
+    :func:`resolve_preprocess` (the elevation values count only with ``skymaps``).
 
     Raises:
         BadInputError: ``image_size`` or ``skymaps`` disagree with the encoder's setting.

@@ -51,10 +51,19 @@ def test_the_cli_chain_opens_an_existing_store_once(tmp_path, archive, opens):
     store = str(tmp_path / "s.zarr")
     ingest(list_archive(archive, sites=["gill"], end="2011-01-06T05"), store, PreprocessConfig(image_size=16))
     opens.clear()
-    st = open_existing_store(store) or store
+    st = open_existing_store(store)
     cfg = ingest_setting(st, image_size=None)
-    ingest(list_archive(archive, sites=["gill"]), st, cfg)
+    ingest(list_archive(archive, sites=["gill"]), st or store, cfg)
     assert opens == [("str", "r+")]
+
+
+def test_the_cli_chain_into_a_new_store(tmp_path, archive, opens):
+    """A new store: the flow's look finds none (the setting is a new store's), the ingest looks again, then makes it."""
+    store = str(tmp_path / "new.zarr")
+    st = open_existing_store(store)
+    cfg = ingest_setting(st, image_size=16)
+    ingest(list_archive(archive, sites=["gill"]), st or store, cfg)
+    assert st is None and opens == [("str", "r+"), ("str", "r+"), ("str", "a")]
 
 
 def test_a_first_ingest_looks_once_then_makes_the_store_once(tmp_path, archive, opens):
