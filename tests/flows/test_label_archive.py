@@ -330,3 +330,21 @@ def test_label_archive_options_are_the_nightly_configs_fields():
     deployment = yaml.safe_load((Path(__file__).resolve().parents[2] / "deployments" / "prefect.yaml").read_text())
     nightly = next(d for d in deployment["deployments"] if d["name"] == "nightly")["parameters"]
     assert set(nightly) <= {"archive", "store", *fields}  # the rest: the flow's defaults (tests/flows/test_settings.py)
+
+
+def test_a_night_opens_its_store_once(models, tmp_path, monkeypatch):
+    """run_night opens an existing store once and hands the Store to every stage (issue 19, item 3):
+    ``Store.open`` is wrapped by a counter that calls the real classmethod. The ingest's files are
+    written on the LocalCluster's workers, each opening the store in its own process (not counted)."""
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    add_hour(archive, "2011-01-06T05")
+    now = np.datetime64("2011-01-08T05")
+    run_night(str(archive), str(store), night_config(models, lookback_days=2), now=now)
+    add_hour(archive, "2011-01-06T06")
+    opens = []
+    real = Store.open.__func__
+    monkeypatch.setattr(Store, "open", classmethod(lambda cls, st, options=None, mode="r":
+                                                   opens.append((type(st).__name__, mode)) or real(cls, st, options, mode)))
+    summary = run_night(str(archive), str(store), night_config(models, lookback_days=2), now=now)
+    assert summary["hours"] == ["gako/2011-01-06T06"] and summary["hours_labelled"] == 1
+    assert opens == [("str", "r+")]
