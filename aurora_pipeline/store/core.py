@@ -4,10 +4,13 @@
     >>> st.sites(), st.years("gako"), st.preprocess
     (['gako'], [2011], {'image_size': 128, ...})
 
-``Store.open`` refuses a store of another format (the old one-group-per-hour layout
-included) and paths that cannot be a store, with the fix in the message. Creation of
-the root, of site-year groups and of new arrays happens under the store's locks, so
-two runs creating a store at once both succeed.
+Library code opens a store through ``open_store`` (the one edge: a path or URL is opened,
+a ``Store`` is handed on as it is), once per public call, and hands the object down.
+Modes: ``"r"`` an existing store, ``"r+"`` an existing store for writing (nothing is
+made), ``"a"`` for writing, made if absent. ``Store.open`` refuses a store of another
+format (the old one-group-per-hour layout included) and paths that cannot be a store,
+with the fix in the message. Creation of the root, of site-year groups and of new
+arrays happens under the store's locks, so two runs creating a store at once both succeed.
 """
 
 from __future__ import annotations
