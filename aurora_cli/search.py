@@ -89,9 +89,9 @@ def _similar(args):
 
     from aurora_pipeline.search.montage import write_results
     from aurora_pipeline.search.query import find_similar, make_query, open_index
-    from aurora_pipeline.store import Store
+    from aurora_pipeline.store import open_store
 
-    st = Store.open(args.store)
+    st = open_store(args.store)
     saved = open_index(st, args.index)
     query = make_query(st, saved, site=args.site, time=args.time, cdf=args.cdf, frame=args.frame, png=args.png,
                        checkpoint=args.checkpoint, device=args.device)

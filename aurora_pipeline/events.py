@@ -173,11 +173,11 @@ def store_events(store: StoreLike, sites: list[str] | None = None, start=None, e
     from aurora_pipeline.errors import StoreError
     from aurora_pipeline.hours import time_range
     from aurora_pipeline.source.sites import parse_sites
-    from aurora_pipeline.store import Store, open_site
+    from aurora_pipeline.store import open_site, open_store
 
     start, end = time_range(start, end)
     sites = parse_sites(sites, "sites")
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     parts = []
     for site in sites or st.sites():
         try:
@@ -211,10 +211,10 @@ def record_events(store: StoreLike, site: str, start, end, *, smooth="30s", min_
     whole, from the store's labels, not cut at the window's edge). Returns the events written.
     """
     from aurora_pipeline.hours import to_time
-    from aurora_pipeline.store import Store
+    from aurora_pipeline.store import open_store
     from aurora_pipeline.store.tables import append_rows, read_table
 
-    st = Store.open(store, mode="a")
+    st = open_store(store, mode="a")
     lo, hi = int(to_time(start).astype(np.int64)), int(to_time(end).astype(np.int64))
     current = _current_rows(read_table(st, EVENTS_TABLE, TABLE_COLUMNS))
     current = current[current["site"] == site]

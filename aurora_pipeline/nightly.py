@@ -36,7 +36,7 @@ from aurora_pipeline.ingest.driver import IngestReport, ingest, plan
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, check_site_codes, list_archive, sites_without_files
-from aurora_pipeline.store.core import StoreLike, utc_now
+from aurora_pipeline.store.core import StoreLike, open_existing_store, open_store, store_location, utc_now
 from aurora_pipeline.store.runs import append_run as _append_run, read_runs
 
 __all__ = ["NightSteps", "NightlyConfig", "assign_night", "checkpoint_model_id", "classify_night", "current_hour",
@@ -115,7 +115,7 @@ def find_new_files(
 
 def hour_names(files: list[ArchiveFile]) -> set[tuple[str, np.datetime64]]:
     """``{(site, hour)}`` of the given files (the later stages' ``only`` filter)."""
-    return {(f.site, f.hour_start) for f in files}
+    return {(f.site, f.hour) for f in files}
 
 
 def record_run(store: StoreLike, summary: dict) -> int:
@@ -135,10 +135,9 @@ def unfinished_hours(store: StoreLike, sites, start, end, model_id: str, classif
 
     Returns ``{"sites": [sites with work], "embed": n, "classify": n, "assign": n}``.
     """
-    from aurora_pipeline.store.core import Store
     from aurora_pipeline.store.stages import stored_hours
 
-    st = Store.open(store)
+    st = open_store(store)
     refs = stored_hours(st, [s for s in (sites or st.sites()) if s in st.sites()], start, end)
     left = {"embed": [r for r in refs if r.embedding_model != model_id],
             "classify": [r for r in refs if r.classifier != classifier_id],
@@ -269,45 +268,48 @@ def run_night(archive: str, store: StoreLike, config: NightlyConfig, *, steps: N
     first, end = window(config.lookback_days, config.reconcile, now)
     start, end = (None if first is None else str(first)), (None if end is None else str(end))
     sites = list(config.sites) if config.sites is not None else None
-    todo, stored = steps.find(archive, store, start=start, end=end, sites=sites)
+    location = store_location(store)
+    st = open_existing_store(store)  # opened once, for writing, and handed to every stage; None on a first night
+    todo, stored = steps.find(archive, st or store, start=start, end=end, sites=sites)
     timings["find_seconds"] = _since(started)
     missing = sites_without_files(sites, todo + stored)
     if missing:  # a misspelt or silent site must not read as "nothing new"
         logger.warning("no archive files in the window for asked site(s): %s", ", ".join(missing))
-    summary = {"archive": str(archive), "store": str(store), "files_new": len(todo),
+    summary = {"archive": str(archive), "store": location, "files_new": len(todo),
                "files_already_stored": len(stored), "window_start": start, "window_end": end,
                "sites_without_files": missing}
-    left = steps.unfinished(store, sites, start, end, *_model_ids(config)) if stored else {}
+    left = steps.unfinished(st, sites, start, end, *_model_ids(config)) if stored else {}  # stored: st exists
     if not todo and not any(left.values()):
         logger.info("nothing new: all %d archive file(s) in the window are in the store and every stage is done",
                     len(stored))
         summary.update(files_ingested=0, frames=0, failures=[], label_counts={}, total_seconds=_since(started),
                        **timings)
-        steps.record(store, summary)
+        steps.record(st or store, summary)
         return summary
     touched = sorted({f.site for f in todo} | set(left.get("sites", [])))
     report, stages = None, {}
     with steps.hold_sites(touched):
         if todo:
-            report = _timed(timings, "ingest", steps.ingest, todo, store, config)
-        window_args = (store, config, touched, start, end)
+            report = _timed(timings, "ingest", steps.ingest, todo, st or store, config)
+        st = st or open_store(store, mode="r+")  # a first night's ingest made it
+        window_args = (st, config, touched, start, end)
         stages["embed"] = _timed(timings, "embed", steps.embed, *window_args)
         stages["classify"] = _timed(timings, "classify", steps.classify, *window_args)
         if config.centroids:
             _timed(timings, "cluster", steps.assign, *window_args)
-        stages["events"] = _timed(timings, "events", steps.events, store, stages["classify"].get("labelled", {}))
-        stages["index"] = _timed(timings, "index", steps.index, store)
+        stages["events"] = _timed(timings, "events", steps.events, st, stages["classify"].get("labelled", {}))
+        stages["index"] = _timed(timings, "index", steps.index, st)
     if "error" in stages["index"]:
         logger.warning("similarity index not updated: %s", stages["index"]["error"])
     summary.update(_night_results(report, stages), index=stages["index"], total_seconds=_since(started), **timings)
-    steps.record(store, summary)
+    steps.record(st, summary)
     logger.info("label-archive: %d file(s) ingested, %d frames, %d hour(s) embedded, %d labelled, %d failure(s)",
                 summary["files_ingested"], summary["frames"], summary["hours_embedded"], summary["hours_labelled"],
                 len(summary["failures"]))
     if todo and report is not None and not report.ingested:
         raise BadInputError(archive, f"none of the {len(todo)} new file(s) could be ingested (first: "
                             f"{summary['failures'][0] if summary['failures'] else 'unknown'})",
-                            f"fix or drop the files listed in {store}'s failures table; the next run retries them")
+                            f"fix or drop the files listed in {location}'s failures table; the next run retries them")
     return summary
 
 
@@ -323,7 +325,7 @@ def _model_ids(config: NightlyConfig) -> tuple[str, str, str | None]:
 def _night_results(report: IngestReport | None, stages: dict) -> dict:
     ingested = report.ingested if report else []
     return {"files_ingested": len(ingested), "frames": report.frames if report else 0,
-            "hours": sorted(f"{o.file.site}/{o.file.hour_start}" for o in ingested),
+            "hours": sorted(f"{o.file.site}/{o.file.hour}" for o in ingested),
             "hours_embedded": stages["embed"].get("hours_embedded", 0),
             "hours_labelled": stages["classify"].get("hours_labelled", 0),
             "failures": [f"{o.file.url}: {o.problem}" for o in report.failed] if report else [],

@@ -49,7 +49,7 @@ import xarray as xr
 
 from aurora_pipeline.atomic import atomic_path
 from aurora_pipeline.errors import BadInputError, StoreError
-from aurora_pipeline.store.core import StoreLike
+from aurora_pipeline.store.core import Store, StoreLike
 
 BY = ("mlt", "mlat", "month", "year", "site")
 NOT_SKY = ("cloudy", "moon")  # labels that are not observations of the sky's aurora
@@ -80,13 +80,13 @@ def occurrence(store: StoreLike, sites: list[str] | None = None, start=None, end
         StoreError: nothing labelled in the range.
     """
     from aurora_pipeline.events import parse_duration
-    from aurora_pipeline.store import Store
+    from aurora_pipeline.store import open_store
 
     by = _check_by(by)
     if min_probability is not None and not 0.0 <= float(min_probability) <= 1.0:
         raise BadInputError(f"min_probability={min_probability!r}", "must be in [0, 1].", "Use e.g. 0.5.")
     smooth_ms = parse_duration(smooth, "smooth") if smooth is not None else 0
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     sites = _sites(st, sites)
     acc = _Accumulator(by, sites)
     need_prob = min_probability is not None or smooth_ms > 0
@@ -127,7 +127,7 @@ def _check_by(by) -> tuple[str, ...]:
     return names
 
 
-def _sites(st, sites) -> list[str]:
+def _sites(st: Store, sites) -> list[str]:
     known = st.sites()
     if not sites:
         return list(known)
@@ -147,7 +147,7 @@ def _clip(year: int, start, end):
     return (max(lo, t0) if t0 is not None else lo), (min(hi, t1) if t1 is not None else hi)
 
 
-def _open(st, site, lo, hi, variables):
+def _open(st: Store, site, lo, hi, variables):
     from aurora_pipeline.store.read import open_site
 
     return open_site(st, site, lo, hi, variables=variables)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aurora_pipeline.store import Store, hour_facts, open_site
+from aurora_pipeline.store import hour_facts, open_site, open_store
 from aurora_pipeline.store.failures import read_failures
 from aurora_pipeline.store.core import StoreLike
 
@@ -13,7 +13,7 @@ _STAGES = {"embedding_model": "embedded", "classifier": "labelled", "centroids":
 def describe_store(store: StoreLike, storage_options: dict | None = None) -> dict:
     """Per-site frame counts, time spans, variables and hours done per stage, plus the number of
     files still failing. Returns ``{"sites": {site: {...}}, "failures": n, "lines": [str]}``."""
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     sites, lines = {}, []
     for site in st.sites():
         facts = hour_facts(st, site)

@@ -406,7 +406,7 @@ def step_embed_store(run: Run) -> dict:
         for job in jobs:
             _write_archive_part(job)
     archive_s = time.perf_counter() - t
-    files = sorted((f for job in jobs for f in list_archive(job[0])), key=lambda f: (f.site, f.hour))
+    files = sorted((f for job in jobs for f in list_archive(job[0])), key=lambda f: (f.site, f.hour_code))
 
     store = run.work / "store.zarr"
     t = time.perf_counter()

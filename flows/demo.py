@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from aurora_pipeline.classify.evaluation import compare_with_random_init
 from aurora_pipeline.plots import labels_along_night_png
-from aurora_pipeline.store import open_site
+from aurora_pipeline.store import StoreLike, open_site, open_store
 from aurora_pipeline.summary import describe_store
 from aurora_pipeline.synth.archive import write_synthetic_archive
 from aurora_pipeline.synth.demo import DemoConfig
@@ -41,13 +41,13 @@ def make_archive(archive: Path, frames_per_hour: int):
 
 
 @task(cache_policy=NO_CACHE)
-def compare(store, labels, checkpoint):
+def compare(store: StoreLike, labels, checkpoint):
     return compare_with_random_init(store, labels, checkpoint, holdout_hours_fraction=HOLDOUT,
                                     progress=get_run_logger().info)
 
 
 @task(cache_policy=NO_CACHE)
-def night_plot(store, site, path):
+def night_plot(store: StoreLike, site, path):
     ds = open_site(store, site)
     codes = ds.label.values
     codes = np.where(np.isnan(codes), -1, codes).astype(np.int8) if codes.dtype.kind == "f" else codes  # NaN: none
@@ -56,7 +56,7 @@ def night_plot(store, site, path):
 
 
 @task(cache_policy=NO_CACHE)
-def where_and_when(store, site, root):
+def where_and_when(store: StoreLike, site, root):
     """The keogram of one site with its label strip, and the event catalogue of the store."""
     from aurora_pipeline.events import store_events, write_events
     from aurora_pipeline.keograms import keogram
@@ -84,10 +84,11 @@ def demo(workdir: str = DemoConfig.workdir, epochs: int = DemoConfig.epochs, ima
     fit = fit_classifier_flow(store=store, labels=labels, out=classifier, holdout_hours_fraction=HOLDOUT, overwrite=True)
     classify_frames(store=store, classifier=classifier)
     clustered = cluster_embeddings_flow(store=store, out=clusters, k_min=K_MIN, k_max=K_MAX)
-    versus = compare(store, labels, checkpoint)
-    night_plot(store, "gako", root / "labels_along_night_gako.png")
-    events = where_and_when(store, "gako", root)
-    summary = describe_store(store)
+    st = open_store(store)  # the subflows take its path (a flow's parameters are stored); the tasks share one Store
+    versus = compare(st, labels, checkpoint)
+    night_plot(st, "gako", root / "labels_along_night_gako.png")
+    events = where_and_when(st, "gako", root)
+    summary = describe_store(st)
     result = {
         "store": store,
         "plots": sorted(str(p) for p in root.glob("**/*.png") if "archive" not in p.parts),

@@ -11,6 +11,7 @@ from aurora_pipeline.ingest.driver import IngestReport, ingest
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.ingest.setting import ingest_setting
 from aurora_pipeline.source.archive import ArchiveFile, list_archive, sites_without_files
+from aurora_pipeline.store.core import StoreLike, open_existing_store
 from flows._retry import RETRY
 
 
@@ -20,12 +21,12 @@ def list_files(archive: str, sites: list[str] | None, start: str | None, end: st
 
 
 @task(cache_policy=NO_CACHE)
-def ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km, checkpoint=None) -> PreprocessConfig:
+def ingest_config(store: StoreLike | None, image_size, skymaps, min_elevation, map_altitude_km, checkpoint=None) -> PreprocessConfig:
     return ingest_setting(store, image_size=image_size, skymaps=skymaps, min_elevation=min_elevation,
                           map_altitude_km=map_altitude_km, checkpoint=checkpoint)
 
 
-def ingest_files(files: list[ArchiveFile], store: str, cfg: PreprocessConfig, dask_address: str | None,
+def ingest_files(files: list[ArchiveFile], store: StoreLike, cfg: PreprocessConfig, dask_address: str | None,
                  skymaps: str | None = None) -> dict:
     logger = get_run_logger()
 
@@ -72,13 +73,14 @@ def ingest_archive(
     for a new store; an existing store of another setting is refused.
     """
     logger = get_run_logger()
-    cfg = ingest_config(store, image_size, skymaps, min_elevation, map_altitude_km, checkpoint)  # refused before any listing
+    st = open_existing_store(store)  # opened once and handed down; None: a new store, which the ingest makes
+    cfg = ingest_config(st, image_size, skymaps, min_elevation, map_altitude_km, checkpoint)  # refused before any listing
     files = list_files(archive, sites, start, end)
     missing = sites_without_files(sites, files)
     if missing:
         logger.warning("no archive files for site(s) %s in the asked hours", ", ".join(missing))
     if files:
-        summary = ingest_files(files, store, cfg, dask_address, skymaps)
+        summary = ingest_files(files, st or store, cfg, dask_address, skymaps)
     else:
         logger.warning("nothing to ingest: the archive %s has no files for these sites and hours", archive)
         summary = IngestReport().summary()

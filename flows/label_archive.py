@@ -7,7 +7,8 @@ is timed in the UI), records the summary as a Prefect artifact, and holds each t
 site under a Prefect global concurrency limit (`aurora-site-<site>`, one slot) so two
 nightly runs never interleave their stages on one site; the index update holds
 `aurora-index`, the limit `build-index` holds. Writers of a site also take the store's
-per-site lock (see aurora_pipeline.store.locks).
+per-site lock (see aurora_pipeline.store.locks). The night opens the store once and its tasks
+take the opened ``Store`` (their cache policy is NO_CACHE: Prefect neither hashes nor stores it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prefect.concurrency.sync import concurrency
 
 from aurora_pipeline import nightly
 from aurora_pipeline.nightly import NightlyConfig, NightSteps, run_night
+from aurora_pipeline.store.core import StoreLike
 from aurora_pipeline.summary import run_summary_markdown
 from flows._concurrency import ensure_limits
 from flows._retry import RETRY
@@ -33,14 +35,14 @@ def _site_limit(site: str) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def record(store, summary: dict) -> int:
+def record(store: StoreLike, summary: dict) -> int:
     create_markdown_artifact(run_summary_markdown(summary), key="label-archive-summary",
                              description="files, frames, failures, label counts and timings of this run")
     return nightly.record_run(store, summary)
 
 
 @task(**RETRY)
-def index_new(store) -> dict:
+def index_new(store: StoreLike) -> dict:
     with concurrency(INDEX_LIMIT, occupy=1, strict=True):  # the limit build-index holds
         return nightly.update_night_index(store)
 

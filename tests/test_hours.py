@@ -33,9 +33,9 @@ def test_no_module_slices_hour_stamps_by_hand():
 
 
 def test_archive_file_hour_goes_through_the_one_parser():
-    f = ArchiveFile(url="x/thg_l1_asf_gako_2011010617_v01.cdf", site="gako", hour="2011010617", version=1, size=None)
-    assert f.hour_start == to_hour("2011-01-06T17") == np.datetime64("2011-01-06T17", "h")
-    assert to_hour("20110106T17") == f.hour_start  # the old store's hour-group names
+    f = ArchiveFile(url="x/thg_l1_asf_gako_2011010617_v01.cdf", site="gako", hour_code="2011010617", version=1, size=None)
+    assert f.hour == to_hour("2011-01-06T17") == np.datetime64("2011-01-06T17", "h")
+    assert to_hour("20110106T17") == f.hour  # the old store's hour-group names
 
 
 def test_to_day_reads_skymap_dates_and_refuses_impossible_ones():

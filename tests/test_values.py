@@ -90,7 +90,7 @@ def test_archive_listing_refuses_a_reversed_range_and_lists_hours_overlapping_th
     with pytest.raises(BadInputError, match="the time range is reversed"):
         list_archive(tmp_path, start=REVERSED[0], end=REVERSED[1])
     inside = list_archive(tmp_path, start="2011-01-06T04:10", end="2011-01-06T04:20")  # within one hour
-    assert [f.hour for f in inside] == ["2011010604"]
+    assert [f.hour_code for f in inside] == ["2011010604"]
 
 
 # --- the one site-list parser -----------------------------------------------------------------

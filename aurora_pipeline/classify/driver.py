@@ -19,7 +19,7 @@ from aurora_pipeline.classify.model import (ClassifierConfig, cross_validate_by_
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.plots import confusion_matrix_png
-from aurora_pipeline.store.core import Store, StoreLike
+from aurora_pipeline.store.core import Store, StoreLike, open_store
 from aurora_pipeline.embed.stored import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
 from aurora_pipeline.store.stages import run_small_stage, stored_hours
 from aurora_pipeline.store.writer import ensure_labels
@@ -56,7 +56,7 @@ def fit_from_store(
     kept out of the fit and reported as held-out metrics (whole hours, because frames
     seconds apart are nearly identical and would leak across a random split).
     """
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     sites = st.sites()
     pairs, encoder_id = embedded_hours(st, sites)
     per_site = read_embeddings(st, pairs)
@@ -155,7 +155,7 @@ def classify_store(store: StoreLike, clf, *, sites=None, start=None, end=None, s
 
     The result counts the hours left unlabelled (``hours_left``, with why: embedded by another
     encoder, or not yet), so none goes unmentioned."""
-    st = Store.open(store, storage_options, mode="a")
+    st = open_store(store, storage_options, mode="a")
     todo, done = pending_hours(st, sites, start, end, only, encoder_id=clf.encoder_id, fact=FACT,
                                value=clf.classifier_id,
                                made_by=f"the classifier {clf.classifier_id} was fitted on encoder {clf.encoder_id}'s "

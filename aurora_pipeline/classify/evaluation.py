@@ -20,7 +20,7 @@ from aurora_pipeline.embed.model import EmbedConfig, embed_frames
 from aurora_pipeline.classify.driver import hour_folds, split_by_hours
 from aurora_pipeline.classify.labels_csv import match_labels, read_labels_csv
 from aurora_pipeline.encoder.backbone import resnet18_encoder
-from aurora_pipeline.store.core import Store, StoreLike
+from aurora_pipeline.store.core import StoreLike, open_store
 from aurora_pipeline.store.regions import read_rows
 from aurora_pipeline.store.stages import stored_hours
 
@@ -28,7 +28,7 @@ from aurora_pipeline.store.stages import stored_hours
 def labelled_frames(store: StoreLike, labels_csv, holdout_hours_fraction: float):
     """(frames uint8 (n, s, s), classes (n,), held_out (n,) bool, site-hour (n,)) of the frames
     named in ``labels_csv``."""
-    st = Store.open(store)
+    st = open_store(store)
     times, spans, refs = {}, {}, {}
     for site in st.sites():
         site_refs = stored_hours(st, [site])

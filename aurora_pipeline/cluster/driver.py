@@ -17,7 +17,7 @@ import numpy as np
 from aurora_pipeline.cluster.model import ClusterConfig, Centroids, assign_clusters, load_centroids, save_centroids, scan_k
 from aurora_pipeline.plots import montage_png, silhouette_png
 from aurora_pipeline.embed.stored import embedded_hours, pending_hours, read_embeddings, read_hour_embedding
-from aurora_pipeline.store.core import Store, StoreLike
+from aurora_pipeline.store.core import Store, StoreLike, open_store
 from aurora_pipeline.store.read import read_hour
 from aurora_pipeline.store.stages import run_small_stage
 from aurora_pipeline.store.writer import ensure_cluster
@@ -28,7 +28,7 @@ FACT = "centroids"
 def assign_store(store: StoreLike, centroids: Centroids, *, sites=None, start=None, end=None, storage_options=None,
                  only: set | None = None) -> dict:
     """Write ``cluster`` for every hour embedded by the centroids' encoder and not yet assigned with them."""
-    st = Store.open(store, storage_options, mode="a")
+    st = open_store(store, storage_options, mode="a")
     todo, done = pending_hours(st, sites, start, end, only, encoder_id=centroids.encoder_id, fact=FACT,
                                value=centroids.centroids_id,
                                made_by=f"centroids {centroids.centroids_id} come from encoder {centroids.encoder_id}",
@@ -51,7 +51,7 @@ def cluster_store(
     storage_options: dict | None = None,
 ) -> dict:
     """Scan k, save centroids and plots in ``out_dir``, and write ``cluster`` for the sites' hours."""
-    st = Store.open(store, storage_options, mode="a")
+    st = open_store(store, storage_options, mode="a")
     sites = [s.lower() for s in (sites or st.sites())]
     pairs, encoder_id = embedded_hours(st, sites)
     per_site = read_embeddings(st, pairs)

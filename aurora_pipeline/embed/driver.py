@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store.core import Store, StoreLike
+from aurora_pipeline.store.core import Store, StoreLike, open_store
 from aurora_pipeline.store.stages import run_stage, split_done, stored_hours
 from aurora_pipeline.store.writer import ensure_embedding, write_embedding
 
@@ -97,7 +97,7 @@ def embed_store(
     ``embed_hour(frames uint8 (n, s, s)) -> float32 (n, d)`` runs the model (see
     ``aurora_pipeline.embed.model``). ``only``: (site, datetime64[h]) pairs to limit to.
     """
-    st = Store.open(store, storage_options, mode="a")
+    st = open_store(store, storage_options, mode="a")
     sites = [s.lower() for s in (sites or st.sites())]
     todo, done = hours_to_embed(st, sites, start, end, model_id, overwrite, only)
     report = EmbedReport(hours_skipped=[r.name for r in done])
@@ -152,25 +152,26 @@ def embed_with_checkpoint(
 
     cfg = EmbedConfig(batch_size=batch_size, device=device, dtype="float32")
     sidecar, _ = read_verified(resolve_checkpoint(checkpoint), ())
-    check_store_setting(Store.open(store, storage_options), sidecar, str(checkpoint))
+    st = open_store(store, storage_options, mode="r+")
+    check_store_setting(st, sidecar, str(checkpoint))
     if dask_address:
-        return _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, dask_address, storage_options, only)
+        return _embed_on_dask(st, checkpoint, sites, start, end, device, overwrite, dtype, dask_address, storage_options, only)
     model, meta = load_encoder(checkpoint, device)
     image_size = meta["config"]["image_size"]
     report = embed_store(
-        store, lambda frames: embed_frames(model, frames, cfg, image_size), meta["model_id"],
+        st, lambda frames: embed_frames(model, frames, cfg, image_size), meta["model_id"],
         sites=sites, start=start, end=end, overwrite=overwrite, dtype=dtype, storage_options=storage_options,
         on_hour=on_hour, only=only,
     )
     location = checkpoint if "://" in str(checkpoint) else os.path.abspath(checkpoint)
-    Store.open(store, storage_options, mode="a").record_checkpoint(meta["model_id"], str(location))  # for the index
+    st.record_checkpoint(meta["model_id"], str(location))  # for the index
     return {"model_id": meta["model_id"], **report.summary()}
 
 
-def _embed_on_dask(store, checkpoint, sites, start, end, device, overwrite, dtype, address, storage_options, only) -> dict:
+def _embed_on_dask(st: Store, checkpoint, sites, start, end, device, overwrite, dtype, address, storage_options,
+                   only) -> dict:
     from aurora_pipeline.dask_cluster import dask_client
 
-    st = Store.open(store, storage_options)
     sites = [s.lower() for s in (sites or st.sites())]
     url = st.local_path or st.url
     with dask_client(address) as client:

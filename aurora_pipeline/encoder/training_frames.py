@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from aurora_pipeline.errors import StoreError
-from aurora_pipeline.store.core import Store, StoreLike
+from aurora_pipeline.store.core import StoreLike, open_store
 from aurora_pipeline.store.stages import stored_hours
 from aurora_pipeline.store import layout
 from aurora_pipeline.values import optional_positive_int
@@ -35,7 +35,7 @@ def load_training_frames(
     """
     max_frames = optional_positive_int(max_frames, "max_frames", "give --max-frames 1 or more, or leave it "
                                        "out to train on every frame")
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     sites = [s.lower() for s in (sites or st.sites())]
     pieces = []  # (site, year, first slot, stop slot): whole store chunks of the stored frames
     for ref in stored_hours(st, sites, start, end):

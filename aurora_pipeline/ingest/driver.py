@@ -40,8 +40,9 @@ from aurora_pipeline.ingest.read_ahead import read_ahead
 from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
 from aurora_pipeline.source.cdf import AsiFile, open_asi_cdf
-from aurora_pipeline.store.core import Store, StoreLike, utc_now
+from aurora_pipeline.store.core import Store, StoreLike, open_existing_store, open_store, utc_now
 from aurora_pipeline.store.failures import Failure, record_failures
+from aurora_pipeline.store.layout import hour_position
 from aurora_pipeline.store.read import hour_facts
 from aurora_pipeline.store.writer import HourWrite, commit_hours, hide_hours, write_frames
 
@@ -89,7 +90,7 @@ class IngestReport:
             "files_failed": len(self.failed),
             "files_skipped": len(self.skipped),
             "frames": self.frames,
-            "hours": sorted(f"{o.file.site} {o.file.hour}" for o in self.ingested),
+            "hours": sorted(f"{o.file.site} {o.file.hour_code}" for o in self.ingested),
             "failures": [f"{o.file.name}: {o.problem}" for o in self.failed],
         }
 
@@ -107,7 +108,7 @@ def plan(files: list[ArchiveFile], store: StoreLike, *, storage_options: dict | 
     against a store that does not exist yet creates nothing: every file is to ingest.
     """
     try:
-        st = Store.open(store, storage_options)
+        st = open_store(store, storage_options)
     except NoStoreError:
         return list(files), []
     todo, done = [], []
@@ -116,7 +117,7 @@ def plan(files: list[ArchiveFile], store: StoreLike, *, storage_options: dict | 
         stored = {hour_stamp(h): (name, size) for h, name, size in
                   zip(facts["hour"].to_numpy(), facts["source_file"], facts["source_size"])}
         for f in (f for f in files if f.site == site):
-            entry = stored.get(f.hour)
+            entry = stored.get(f.hour_code)
             same = entry is not None and entry[0] == f.name and (f.size is None or int(entry[1]) == f.size)
             (done if same else todo).append(f)
     return todo, done
@@ -155,9 +156,9 @@ def ingest_file(
             images = _preprocess_while_decoding(asi, cfg, fov)
             times, layout = asi.times, asi.layout
             sha256 = digest.result()
-        st = Store.open(store, storage_options, mode="a")
-        chunks = write_frames(st, file.site, file.hour_start, images)
-        written = HourWrite(hour=file.hour_start, times=times.astype("datetime64[ms]"), source_file=file.name,
+        st = open_store(store, storage_options, mode="a")  # a worker's own open of the URL; serially the driver's Store
+        chunks = write_frames(st, file.site, file.hour, images)
+        written = HourWrite(hour=file.hour, times=times.astype("datetime64[ms]"), source_file=file.name,
                             source_url=file.url, source_sha256=sha256, source_size=int(local.stat().st_size),
                             source_layout=layout, skymap=fov.skymap if fov is not None else "")
         return FileOutcome(file, "ingested", len(images), seconds=time.perf_counter() - started,
@@ -188,7 +189,7 @@ def _check_hour(times: np.ndarray, file: ArchiveFile) -> None:
     if outside:
         raise BadInputError(
             file.url,
-            f"{outside} of {len(times)} frame times fall outside the hour {file.hour} named by the file "
+            f"{outside} of {len(times)} frame times fall outside the hour {file.hour_code} named by the file "
             f"(first {times[0]}, last {times[-1]})",
             "check the file; the name and the content disagree on the hour",
         )
@@ -228,7 +229,7 @@ def ingest(
     whose every file lacks a usable skymap raises BadInputError naming the first skymap
     problem, and creates nothing.
     """
-    existing = _existing_store(store, storage_options)
+    existing = open_existing_store(store, storage_options)  # the one open of an existing store, for writing
     cfg = cfg or resolve_preprocess(existing, skymaps=skymaps)
     skymaps = skymaps or (existing.skymaps if existing is not None and cfg.fov == "elevation" else None)
     _check_fov(cfg, skymaps)
@@ -245,17 +246,17 @@ def ingest(
         if not todo and existing is None:  # a refused first run makes no store
             first = no_skymap[0]
             raise BadInputError(first.file.url, first.problem, f"{first.fix} (No store was made at {store}.)")
-    st = existing or Store.open(store, storage_options, mode="a")
+    st = existing or open_store(store, storage_options, mode="a")  # a new store is made here, refusals settled
     st.set_preprocess(preprocess_setting(cfg), cfg.as_attrs())
     if skymaps:
         st.set_skymaps(_skymaps_root(skymaps))
     fovs = _store_skymaps(st, todo, skies, cfg)
     for site in sorted({f.site for f in todo}):
-        hide_hours(st, site, [f.hour_start for f in todo if f.site == site])
+        hide_hours(st, site, [f.hour for f in todo if f.site == site])
     kwargs = dict(storage_options=storage_options, archive_storage_options=archive_storage_options)
     errors: list[tuple[ArchiveFile, BaseException]] = []
     pending: list[FileOutcome] = []
-    for file, outcome, error in _run(todo, st.local_path or st.url, cfg, client, kwargs, fovs):
+    for file, outcome, error in _run(todo, st, cfg, client, kwargs, fovs):
         if error is not None:
             log.error("ingest of %s raised %s", file.url, error, exc_info=error)
             errors.append((file, error))
@@ -270,11 +271,11 @@ def ingest(
             on_outcome(outcome)
     _commit(st, pending)
     now = utc_now()
-    failures = [Failure(o.file.url, o.file.site, o.file.hour, o.problem, o.fix, now) for o in report.failed]
+    failures = [Failure(o.file.url, o.file.site, o.file.hour_code, o.problem, o.fix, now) for o in report.failed]
     record_failures(st, failures, {o.file.url for o in report.ingested}, now)
     st.add_history(f"ingested {len(report.ingested)} archive file(s), {len(report.failed)} failed, "
                    f"{len(errors)} error(s) (aurora-pipeline {__version__})")
-    report.outcomes.sort(key=lambda o: (o.file.site, o.file.hour))
+    report.outcomes.sort(key=lambda o: (o.file.site, o.file.hour_code))
     if errors:
         file, error = errors[0]
         raise RuntimeError(f"ingest of {file.url} failed with an unexpected error ({type(error).__name__}: {error}); "
@@ -295,14 +296,6 @@ def _check_fov(cfg: PreprocessConfig, skymaps: str | None) -> None:
     if cfg.fov != "elevation" and skymaps:
         raise BadInputError("--skymaps", f"this store was made without skymaps (fov={cfg.fov})",
                             "ingest into a new store to use skymaps, or leave --skymaps out")
-
-
-def _existing_store(store, storage_options: dict | None) -> Store | None:
-    """``store`` opened for writing if it exists; None (and nothing created) if not."""
-    try:
-        return Store.open(Store.open(store, storage_options), mode="a")
-    except NoStoreError:
-        return None
 
 
 def _skymaps_root(skymaps: str) -> str:
@@ -356,7 +349,7 @@ def _store_skymaps(st: Store, todo, skies: dict[str, tuple], cfg) -> dict[str, o
     for f in todo:
         if f.url in skies:
             sky, fov, coords = skies[f.url]
-            ensure_skymap(st, f.site, int(f.hour[:4]), sky, fov, coords, cfg.map_altitude_km)
+            ensure_skymap(st, f.site, hour_position(f.hour)[0], sky, fov, coords, cfg.map_altitude_km)
             fovs[f.url] = fov
     return fovs
 
@@ -365,19 +358,20 @@ def _ingest_with_fov(file: ArchiveFile, fov, **kwargs) -> FileOutcome:
     return ingest_file(file, fov=fov, **kwargs)
 
 
-def _run(todo, store_url, cfg, client, kwargs, fovs):
-    """Yield (file, outcome, unexpected error) as files finish, serially or on Dask."""
+def _run(todo, st: Store, cfg, client, kwargs, fovs):
+    """Yield (file, outcome, unexpected error) as files finish, serially (on the driver's ``st``) or on
+    Dask (a worker is a process of its own: it opens the store from its location, once per file)."""
     if client is None:
         for f in todo:
             try:
-                yield f, ingest_file(f, store_url, cfg, fov=fovs.get(f.url), **kwargs), None
+                yield f, ingest_file(f, st, cfg, fov=fovs.get(f.url), **kwargs), None
             except Exception as err:  # noqa: BLE001 - re-raised by the driver once the others are recorded
                 yield f, None, err
         return
     from distributed import as_completed
 
-    futures = client.map(_ingest_with_fov, todo, [fovs.get(f.url) for f in todo], store=store_url, cfg=cfg, pure=False,
-                         **kwargs)
+    futures = client.map(_ingest_with_fov, todo, [fovs.get(f.url) for f in todo], store=st.local_path or st.url, cfg=cfg,
+                         pure=False, **kwargs)
     by_future = dict(zip(futures, todo))
     for fut in as_completed(futures):
         try:

@@ -22,7 +22,7 @@ import dataclasses
 
 from aurora_pipeline.errors import BadInputError, CheckpointError, NoStoreError
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
-from aurora_pipeline.store.core import StoreLike
+from aurora_pipeline.store.core import StoreLike, open_store
 
 __all__ = ["encoder_config", "ingest_setting", "resolve_preprocess"]
 
@@ -65,13 +65,11 @@ def resolve_preprocess(
     return dataclasses.replace(base, **{k: v for k, v in asked.items() if v is not None})
 
 
-def _stored_setting(store, storage_options: dict | None) -> dict | None:
+def _stored_setting(store: StoreLike | None, storage_options: dict | None) -> dict | None:
     if store is None:
         return None
-    from aurora_pipeline.store.core import Store
-
     try:
-        return Store.open(store, storage_options).preprocess
+        return open_store(store, storage_options).preprocess
     except NoStoreError:  # a new store: nothing recorded yet
         return None
 
@@ -107,12 +105,12 @@ def encoder_config(checkpoint: str, storage_options: dict | None = None) -> Prep
     return PreprocessConfig(**setting)
 
 
-def ingest_setting(store: StoreLike, *, image_size: int | None = None, skymaps: str | None = None,
+def ingest_setting(store: StoreLike | None, *, image_size: int | None = None, skymaps: str | None = None,
                    min_elevation: float | None = None, map_altitude_km: float | None = None,
                    checkpoint: str | None = None) -> PreprocessConfig:
-    """The setting an ``ingest`` asked for: with ``checkpoint`` the encoder's (size and framing),
-    which ``image_size`` and ``skymaps`` may only repeat; else :func:`resolve_preprocess`
-    (the elevation values count only with ``skymaps``).
+    """The setting an ``ingest`` into ``store`` (None: a new store) asked for: with ``checkpoint``
+    the encoder's (size and framing), which ``image_size`` and ``skymaps`` may only repeat; else
+    :func:`resolve_preprocess` (the elevation values count only with ``skymaps``).
 
     Raises:
         BadInputError: ``image_size`` or ``skymaps`` disagree with the encoder's setting.

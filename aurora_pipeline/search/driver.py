@@ -35,7 +35,7 @@ from aurora_pipeline.search.config import IndexConfig
 from aurora_pipeline.search.index import VectorIndex, choose_params, normalized
 from aurora_pipeline.search.saved import (BUILD_COMMAND, SavedIndex, check_index_folder, check_index_outside_store,
                                           index_exists, index_location, load_index, save_index, sidecar_sha256)
-from aurora_pipeline.store import Store, hour_facts, read_hour
+from aurora_pipeline.store import Store, hour_facts, open_store, read_hour
 from aurora_pipeline.store.core import StoreLike
 
 COMPACT_DEAD_FRACTION = 0.25  # rebuild (same training) once dead rows pass a quarter of the live ones
@@ -188,7 +188,7 @@ def build_index(store: StoreLike, *, index: str | None = None, sites: list[str] 
         IndexChangedError: another run replaced the index while this one ran.
     """
     started = time.perf_counter()
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     location = index_location(st.url, index)
     check_index_outside_store(location, st)
     check_index_folder(location, storage_options)
@@ -248,7 +248,7 @@ def update_index(store: StoreLike, *, index: str | None = None, missing_ok: bool
         StoreError: hours in the range are embedded by another model than the index's.
     """
     started = time.perf_counter()
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     location = index_location(st.url, index)
     check_index_outside_store(location, st)
     if missing_ok and not index_exists(location, storage_options):
@@ -372,7 +372,7 @@ def index_store(store: StoreLike, *, index: str | None = None, sites: list[str] 
     Raises:
         BadInputError: a range, model or setting given for an existing index without ``rebuild``.
     """
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     location = index_location(st.url, index)
     check_index_outside_store(location, st)
     check_index_folder(location, storage_options)

@@ -40,7 +40,7 @@ from aurora_pipeline.search.config import QueryConfig
 from aurora_pipeline.search.fresh import build_command, compare, exact_candidates
 from aurora_pipeline.search.saved import SavedIndex, index_location, load_index
 from aurora_pipeline.search.index import normalized
-from aurora_pipeline.store import SLOTS_PER_HOUR, Store, hour_facts, read_hour, read_slots
+from aurora_pipeline.store import SLOTS_PER_HOUR, Store, hour_facts, open_store, read_hour, read_slots
 from aurora_pipeline.store.layout import hour_position
 from aurora_pipeline.store.core import StoreLike
 
@@ -64,7 +64,7 @@ class Query:
 
 def open_index(store: StoreLike, index: str | None = None, storage_options: dict | None = None) -> SavedIndex:
     """The index of ``store`` (at ``index`` or the store's sibling ``<store>.index``)."""
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     return load_index(index_location(st.url, index), storage_options, store=st.url)
 
 
@@ -331,7 +331,7 @@ def similar(store: StoreLike, *, site: str | None = None, time=None, cdf: str | 
             a missing index (naming the command that builds it).
         StoreError / CheckpointError: the query's embedding is of another model than the index's.
     """
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     saved = index if isinstance(index, SavedIndex) else load_index(index_location(st.url, index), storage_options,
                                                                    store=st.url)
     query = make_query(st, saved, site=site, time=time, cdf=cdf, frame=frame, png=png, checkpoint=checkpoint,

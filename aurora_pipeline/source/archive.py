@@ -39,7 +39,7 @@ class ArchiveFile:
 
     url: str           # full fsspec URL or local path
     site: str          # lower-case four-letter code from the file name
-    hour: str          # "YYYYMMDDHH" (UT) from the file name
+    hour_code: str     # "YYYYMMDDHH" (UT) from the file name
     version: int       # the _vNN of the file name
     size: int | None   # bytes, from the listing
 
@@ -48,8 +48,9 @@ class ArchiveFile:
         return self.url.rstrip("/").rsplit("/", 1)[-1]
 
     @property
-    def hour_start(self) -> np.datetime64:
-        return to_hour(self.hour)
+    def hour(self) -> np.datetime64:
+        """The file's hour, ``datetime64[h]`` (as ``HourRef.hour``)."""
+        return to_hour(self.hour_code)
 
 
 def relative_path(site: str, hour: np.datetime64 | str, version: int = 1) -> str:
@@ -131,16 +132,16 @@ def list_archive(
                 f = ArchiveFile(
                     url=_unprotocol(fs, entry["name"]),
                     site=site,
-                    hour=match["hour"],
+                    hour_code=match["hour"],
                     version=int(match["version"]),
                     size=entry.get("size"),
                 )
-                if (t0 is not None and f.hour_start < t0) or (t1 is not None and f.hour_start >= t1):
+                if (t0 is not None and f.hour < t0) or (t1 is not None and f.hour >= t1):
                     continue
-                key = (site, f.hour)
+                key = (site, f.hour_code)
                 if key not in found or found[key].version < f.version:
                     found[key] = f
-    return sorted(found.values(), key=lambda f: (f.site, f.hour))
+    return sorted(found.values(), key=lambda f: (f.site, f.hour_code))
 
 
 def sites_without_files(sites: list[str] | None, files: list[ArchiveFile]) -> list[str]:

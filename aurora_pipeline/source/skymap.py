@@ -261,7 +261,7 @@ def skymaps_for_files(files, root: str, storage_options: dict | None = None
     """The skymap valid at each archive file's hour, listing each site's skymaps once.
 
     Args:
-        files: archive files (anything with ``.site``, ``.hour_start`` and ``.url``).
+        files: archive files (anything with ``.site``, ``.hour`` (datetime64) and ``.url``).
         root: the skymap tree (folder, https:// mirror or s3:// prefix).
 
     Returns:
@@ -283,7 +283,7 @@ def skymaps_for_files(files, root: str, storage_options: dict | None = None
             errors[f.url] = found
             continue
         try:
-            chosen[f.url] = choose_skymap(found, f.site, f.hour_start)
+            chosen[f.url] = choose_skymap(found, f.site, f.hour)
         except BadInputError as err:
             errors[f.url] = err
     return chosen, errors

@@ -1,7 +1,7 @@
 """The Zarr side: layout and format, region writes, per-hour facts, reads and tables (no models).
 
     >>> from aurora_pipeline.store import Store, open_site, open_sites, read_inventory
-    >>> st = Store.open("store.zarr")              # refuses other formats with the fix
+    >>> st = open_store("store.zarr")              # refuses other formats with the fix
     >>> ds = open_site(st, "gako", "2011-01-06T04", "2011-01-06T06")
 
 See layout.py for where everything sits and writer.py for the write protocol.

@@ -4,10 +4,13 @@
     >>> st.sites(), st.years("gako"), st.preprocess
     (['gako'], [2011], {'image_size': 128, ...})
 
-``Store.open`` refuses a store of another format (the old one-group-per-hour layout
-included) and paths that cannot be a store, with the fix in the message. Creation of
-the root, of site-year groups and of new arrays happens under the store's locks, so
-two runs creating a store at once both succeed.
+Library code opens a store through ``open_store`` (the one edge: a path or URL is opened,
+a ``Store`` is handed on as it is), once per public call, and hands the object down.
+Modes: ``"r"`` an existing store, ``"r+"`` an existing store for writing (nothing is
+made), ``"a"`` for writing, made if absent. ``Store.open`` refuses a store of another
+format (the old one-group-per-hour layout included) and paths that cannot be a store,
+with the fix in the message. Creation of the root, of site-year groups and of new
+arrays happens under the store's locks, so two runs creating a store at once both succeed.
 """
 
 from __future__ import annotations
@@ -61,23 +64,29 @@ class Store:
     def open(cls, store: "StoreLike", storage_options: dict | None = None, mode: str = "r") -> "Store":
         """Open ``store`` (a path, an fsspec URL such as ``s3://bucket/store.zarr``, or a Store).
 
-        ``mode="r"`` needs an existing store; ``mode="a"`` creates an empty one. Raises
-        StoreError for a path that is a file, an unwritable location, a store of another
-        format, or (``"r"``) no store at all.
+        ``mode="r"`` needs an existing store; ``mode="r+"`` an existing store, opened for
+        writing; ``mode="a"`` creates an empty one where there is none. Raises StoreError for
+        a path that is a file, an unwritable location, a store of another format, or
+        (``"r"``, ``"r+"``: NoStoreError) no store at all.
         """
+        if mode not in MODES:
+            raise ValueError(f"Store.open: mode {mode!r} is not one of {MODES}")
         if isinstance(store, Store):
-            return store if mode == "r" or store.mode == "a" else cls.open(store.url, store.storage_options, mode)
+            return store if _serves(store, mode) else cls.open(store.url, store.storage_options, mode)
         url, options = str(store), dict(storage_options or {})
+        read_only = mode != "a"  # "r+" checks the format read-only first: a writable LocalStore makes its folder
         if "://" in url and not url.startswith("file://"):
             fs, root = fsspec.core.url_to_fs(url, **options)
-            zs = zarr.storage.FsspecStore.from_url(url, storage_options=options, read_only=mode == "r")
+            zs = zarr.storage.FsspecStore.from_url(url, storage_options=options, read_only=read_only)
             st = cls(url, zs, None, fs, root.rstrip("/"), options, mode)
         else:
             path = os.path.abspath(url.removeprefix("file://"))
             _check_local_path(path, mode)
-            zs = zarr.storage.LocalStore(path, read_only=mode == "r")
+            zs = zarr.storage.LocalStore(path, read_only=read_only)
             st = cls(url, zs, path, fsspec.filesystem("file"), path, options, mode)
         st._check_format(create=mode == "a")
+        if mode == "r+":
+            st.zs = st.zs.with_read_only(False)
         return st
 
     def _check_format(self, create: bool) -> None:
@@ -234,12 +243,35 @@ class Store:
 
 
 StoreLike = str | os.PathLike | Store  # what a public function takes as `store`: a path, an fsspec URL or a Store
+MODES = ("r", "r+", "a")  # read an existing store; write an existing store; write, creating it if absent
 
 
 def open_store(store: StoreLike, storage_options: dict | None = None, mode: str = "r") -> Store:
     """The one edge where a store is opened: a path or URL becomes a ``Store`` (``Store.open``),
-    a ``Store`` is handed on as it is (reopened for writing when ``mode="a"`` asks for it)."""
+    a ``Store`` is handed on as it is, without opening anything (it is reopened only when it
+    was opened read-only and ``mode`` asks for writing)."""
+    if isinstance(store, Store):
+        return store if _serves(store, mode) else Store.open(store.url, store.storage_options, mode)
     return Store.open(store, storage_options, mode)
+
+
+def open_existing_store(store: StoreLike, storage_options: dict | None = None, mode: str = "r+") -> Store | None:
+    """``store`` opened (for writing by default) if there is one; None, and nothing created, if not
+    (a first run that settles its settings before it makes the store)."""
+    try:
+        return open_store(store, storage_options, mode)
+    except NoStoreError:
+        return None
+
+
+def store_location(store: StoreLike) -> str:
+    """The path or URL of ``store``, to name it in a message or a summary."""
+    return store.url if isinstance(store, Store) else str(store)
+
+
+def _serves(st: Store, mode: str) -> bool:
+    """Whether the opened ``st`` can be used as asked by ``mode`` (a writable one serves every mode)."""
+    return mode == "r" or st.mode != "r"
 
 
 def raise_if_damaged(st: Store) -> None:
@@ -255,7 +287,7 @@ def _check_local_path(path: str, mode: str) -> None:
     if os.path.isfile(path):
         raise StoreError(f"{path}: is a regular file, not a store. Fix: pass a directory path for the store "
                          "(e.g. store.zarr) that does not exist yet or holds an aurora-pipeline store.")
-    if mode == "a":
+    if mode == "a" or (mode == "r+" and os.path.exists(path)):  # "r+" of no store is NoStoreError, later
         parent = path
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)

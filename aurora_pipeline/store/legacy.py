@@ -17,7 +17,7 @@ import zarr.storage
 from aurora_pipeline.errors import BadInputError, StoreError
 from aurora_pipeline.hours import to_hour
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
-from aurora_pipeline.store.core import Store
+from aurora_pipeline.store.core import open_store
 from aurora_pipeline.store.formats import old_hours
 from aurora_pipeline.store.writer import HourWrite, commit_hours, write_frames
 
@@ -61,7 +61,7 @@ def convert_store(old: str, new: str, *, storage_options: dict | None = None) ->
         raise StoreError(f"{old}: no hour groups of the old layout (STORE/<site>/<YYYYMMDD>T<HH>/) found. "
                          "Fix: pass the path of a format-1 store.")
     check_empty_target(new, storage_options)  # a converter never writes over what is there
-    st = Store.open(new, storage_options, mode="a")
+    st = open_store(new, storage_options, mode="a")
     copied = 0
     for site, names in hours.items():
         for name in names:

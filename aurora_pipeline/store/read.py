@@ -21,7 +21,7 @@ from aurora_pipeline.errors import BadInputError, StoreError
 from aurora_pipeline.hours import time_range, to_hour, to_time
 from aurora_pipeline.source.sites import check_site
 from aurora_pipeline.store import layout
-from aurora_pipeline.store.core import Store, StoreLike
+from aurora_pipeline.store.core import Store, StoreLike, open_store
 from aurora_pipeline.store.facts import FACTS, read_facts
 from aurora_pipeline.store.regions import hour_slot_index, read_rows
 
@@ -53,7 +53,7 @@ def _hours_in_range(year: int, stored: np.ndarray, start, end) -> np.ndarray:
 def hour_facts(store: StoreLike, site: str, start=None, end=None, *, storage_options: dict | None = None) -> pd.DataFrame:
     """One row per stored hour of ``site`` overlapping [start, end): the hour, its position and every fact."""
     start, end = time_range(start, end)
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     frames = []
     for year in years_in(st, site, start, end):
         facts = read_facts(st.year_group(site, year))
@@ -76,7 +76,7 @@ def read_inventory(store: StoreLike, sites: list[str] | None = None, *, storage_
 
     The nightly run compares it with a listing of the archive to find new and late files.
     """
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     parts = [hour_facts(st, site) for site in (sites or st.sites())]
     columns = ["site", "hour", "file", "sha256", "size", "frames"]
     if not parts:
@@ -90,7 +90,7 @@ def read_hour(store: StoreLike, site: str, hour, variables=("time", "frames"), *
 
     Raises StoreError when the hour is not stored.
     """
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     year, index = layout.hour_position(hour)
     group = st.year_group(site, year)
     n = int(group["hour_frames"][index]) if group is not None else 0
@@ -108,7 +108,7 @@ def read_hour(store: StoreLike, site: str, hour, variables=("time", "frames"), *
 
 def read_slots(store: StoreLike, site: str, year: int, slots: np.ndarray, variable: str, *, storage_options: dict | None = None) -> np.ndarray:
     """Rows of ``variable`` at ``slots`` of a site-year (only the chunks that hold them are read)."""
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     group = st.year_group(site, year)
     if group is None or variable not in group:
         raise StoreError(f"{st.url}: {site} {year} has no `{variable}`. Fix: run the stage that writes it.")
@@ -437,7 +437,7 @@ def open_site(store: StoreLike, site: str, start=None, end=None, *, variables: l
     Frames outside AACGM's years 1990-2030 get NaN, and one MagneticCoordinatesWarning.
     """
     start, end = time_range(start, end)
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     site = site.lower()
     ds = _open_site(st, site, start, end, variables)
     outside = _outside_aacgm(ds)
@@ -477,7 +477,7 @@ def open_sites(store: StoreLike, sites: list[str] | None = None, start=None, end
     ``pixel_mlat``/``pixel_mlon`` only when one site is asked for.
     """
     start, end = time_range(start, end)
-    st = Store.open(store, storage_options)
+    st = open_store(store, storage_options)
     sites = [s.lower() for s in (sites or st.sites())]
     unknown = [s for s in sites if s not in st.sites()]
     if unknown:

@@ -17,7 +17,7 @@ import pandas as pd
 import zarr
 import zarr.errors
 
-from aurora_pipeline.store.core import Store, StoreLike
+from aurora_pipeline.store.core import Store, StoreLike, open_store
 from aurora_pipeline.store.locks import store_lock
 
 ROWS_ATTR = "aurora_rows"
@@ -33,7 +33,7 @@ def _open_table(st: Store, name: str):
 
 def read_table(store: StoreLike, name: str, columns: dict[str, str]) -> pd.DataFrame:
     """The complete rows of table ``name`` (an empty frame with ``columns`` when there is none)."""
-    st = Store.open(store)
+    st = open_store(store)
     group = _open_table(st, name)
     if group is None:
         return pd.DataFrame({c: pd.Series(dtype=object if t == "str" else t) for c, t in columns.items()})
@@ -50,7 +50,7 @@ def append_rows(store: StoreLike, name: str, columns: dict[str, str], rows: list
 
     With no rows the table is still created (its columns, zero rows long), so a store's table
     can be read, empty, with plain xarray."""
-    st = Store.open(store, mode="a")
+    st = open_store(store, mode="a")
     with store_lock(st, "tables"):
         group = zarr.open_group(st.zs, path=name, mode="a")
         if attrs and not group.attrs.get("long_name"):

@@ -149,7 +149,7 @@ SKYMAP_VARS = ("el", "az", "lat", "lon")
 SKYMAP_INFO = ("skymap_file", "skymap_sha256", "skymap_valid_from")
 
 
-def ensure_skymap(st, site: str, year: int, sky, fov, coords: dict[str, np.ndarray], altitude_km: float) -> int:
+def ensure_skymap(st: Store, site: str, year: int, sky, fov, coords: dict[str, np.ndarray], altitude_km: float) -> int:
     """Add a skymap's coordinates on the frames' grid to a site-year (idempotent); returns its index.
 
     sky: aurora_pipeline.source.skymap.Skymap; fov: ingest.preprocess.field_of_view(sky, cfg);

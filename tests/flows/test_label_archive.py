@@ -191,7 +191,7 @@ def _stored_archive(root: Path, hours: list[str], store_hours: list[str]) -> tup
     archive, store = root / "archive", root / "s.zarr"
     for hour in hours:
         write_synthetic_archive(archive, sites=SITE, start=hour, hours=1, frames_per_hour=3, size=RAW_SIZE)
-    stored = [f for f in list_archive(archive) if f.hour_start in {np.datetime64(h, "h") for h in store_hours}]
+    stored = [f for f in list_archive(archive) if f.hour in {np.datetime64(h, "h") for h in store_hours}]
     ingest(stored, store, PreprocessConfig(image_size=IMAGE_SIZE))
     return archive, store
 
@@ -207,21 +207,21 @@ def test_find_new_files_looks_back_from_now_and_finds_late_hours(tmp_path):
 
     todo, done = new_files(7)
     # the window [now - 7 days, now] spans two month folders; `old` is outside it
-    assert [f.hour for f in todo] == ["2011012803", "2011020122"]
-    assert [f.hour for f in done] == ["2011013005"]
+    assert [f.hour_code for f in todo] == ["2011012803", "2011020122"]
+    assert [f.hour_code for f in done] == ["2011013005"]
 
     todo, _ = new_files(3)
-    assert [f.hour for f in todo] == ["2011020122"], "a 3-day look-back still found the 5-day-old hour"
+    assert [f.hour_code for f in todo] == ["2011020122"], "a 3-day look-back still found the 5-day-old hour"
 
     todo, done = new_files(7, reconcile=True)
-    assert [f.hour for f in todo] == ["2011012005", "2011012803", "2011020122"]
+    assert [f.hour_code for f in todo] == ["2011012005", "2011012803", "2011020122"]
 
 
 def test_find_new_files_ignores_hours_after_now(tmp_path):
     archive, store = _stored_archive(tmp_path, ["2011-01-30T05", "2011-02-01T03"], [])
     start, end = window(7, now=np.datetime64("2011-02-01T02"))
     todo, _ = find_new_files(str(archive), str(store), start=start, end=end, sites=[SITE])
-    assert [f.hour for f in todo] == ["2011013005"]
+    assert [f.hour_code for f in todo] == ["2011013005"]
 
 
 # --------------------------------------------------------------------------- the night as a library call (no Prefect)
@@ -330,3 +330,21 @@ def test_label_archive_options_are_the_nightly_configs_fields():
     deployment = yaml.safe_load((Path(__file__).resolve().parents[2] / "deployments" / "prefect.yaml").read_text())
     nightly = next(d for d in deployment["deployments"] if d["name"] == "nightly")["parameters"]
     assert set(nightly) <= {"archive", "store", *fields}  # the rest: the flow's defaults (tests/flows/test_settings.py)
+
+
+def test_a_night_opens_its_store_once(models, tmp_path, monkeypatch):
+    """run_night opens an existing store once and hands the Store to every stage (issue 19, item 3):
+    ``Store.open`` is wrapped by a counter that calls the real classmethod. The ingest's files are
+    written on the LocalCluster's workers, each opening the store in its own process (not counted)."""
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    add_hour(archive, "2011-01-06T05")
+    now = np.datetime64("2011-01-08T05")
+    run_night(str(archive), str(store), night_config(models, lookback_days=2), now=now)
+    add_hour(archive, "2011-01-06T06")
+    opens = []
+    real = Store.open.__func__
+    monkeypatch.setattr(Store, "open", classmethod(lambda cls, st, options=None, mode="r":
+                                                   opens.append((type(st).__name__, mode)) or real(cls, st, options, mode)))
+    summary = run_night(str(archive), str(store), night_config(models, lookback_days=2), now=now)
+    assert summary["hours"] == ["gako/2011-01-06T06"] and summary["hours_labelled"] == 1
+    assert opens == [("str", "r+")]

@@ -86,7 +86,7 @@ def test_late_hour_lands_in_place_without_rewriting_history(tmp_path):
     hour17 = _frame_chunks(store)
     write_synthetic_archive(archive, sites=["gako"], start="2011-01-06T16", hours=1, frames_per_hour=12)
     report = ingest(list_archive(archive), store, SMALL)
-    assert [o.file.hour for o in report.ingested] == ["2011010616"]
+    assert [o.file.hour_code for o in report.ingested] == ["2011010616"]
     times, _ = _frames_by_time(store, "gako")
     assert len(times) == 24 and (np.diff(times) > np.timedelta64(0)).all()
     after = _frame_chunks(store)
@@ -118,7 +118,7 @@ def test_bad_files_are_recorded_and_never_stop_the_others(tmp_path):
     archive, store = tmp_path / "archive", tmp_path / "s.zarr"
     bad = _bad_files(archive)
     report = ingest(list_archive(archive, sites=["gako"]), store, SMALL)
-    assert [o.file.hour for o in report.ingested] == ["2011010605"]
+    assert [o.file.hour_code for o in report.ingested] == ["2011010605"]
     failures = read_failures(store)
     assert len(failures) == len(bad)
     for kind, path in bad.items():

@@ -82,6 +82,6 @@ def test_the_store_records_its_skymaps_and_a_plain_ingest_uses_them(tmp_path, sk
     assert Store.open(store).skymaps == str(skymap_tree)
     archive_of(archive, ["atha"], start="2023-02-01T05")  # the next hour
     report = ingest(list_archive(archive), store)  # no skymaps given: the store's own
-    assert [o.file.hour for o in report.ingested] == ["2023020105"] and not report.failed
+    assert [o.file.hour_code for o in report.ingested] == ["2023020105"] and not report.failed
     facts = hour_facts(store, "atha")
     assert facts["skymap"].tolist() == [ATHA, ATHA]

@@ -33,7 +33,7 @@ SMALL_IVF = IndexConfig(exact_below=100, nlist=8, pca_dim=64, pq_m=32, train_per
 
 def _files(archive, site=None, hour=None):
     files = list_archive(str(archive))
-    return [f for f in files if (site is None or f.site == site) and (hour is None or f.hour_start == hour)]
+    return [f for f in files if (site is None or f.site == site) and (hour is None or f.hour == hour)]
 
 
 def _embed_and_label(store, encoder, classifier, **range_):
@@ -47,7 +47,7 @@ def archive_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     archive, store = root / "archive", root / "store.zarr"
     write_synthetic_archive(archive, sites=["gako", "gill"], start=str(START), hours=4, frames_per_hour=60)
-    ingest([f for f in _files(archive) if (f.site, f.hour_start) != LATE], store, PreprocessConfig(image_size=32))
+    ingest([f for f in _files(archive) if (f.site, f.hour) != LATE], store, PreprocessConfig(image_size=32))
     frames, provenance = load_training_frames(store)
     pretrain(frames, PretrainConfig(epochs=1, batch_size=16, image_size=32, seed=0, device="cpu"), root / "encoder",
              provenance=provenance)

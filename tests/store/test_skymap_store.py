@@ -35,7 +35,7 @@ def test_ingest_with_skymaps_stores_coordinates_and_the_skymap_used(tmp_path, sk
     write_synthetic_archive(archive, sites=["gako"], start="2011-03-01T04", hours=1, frames_per_hour=4, size=256)
     cfg = PreprocessConfig(fov="elevation", image_size=32)
     report = ingest(list_archive(archive), store, cfg, skymaps=str(skymap_tree))
-    assert [o.file.hour for o in report.ingested] == ["2011030604"]
+    assert [o.file.hour_code for o in report.ingested] == ["2011030604"]
     failure = read_failures(store)
     assert len(failure) == 1 and "2011-03-05" in failure["problem"].iloc[0] + failure["fix"].iloc[0]
     ds = aurora_pipeline.open_site(store, "gako")

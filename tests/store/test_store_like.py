@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from aurora_pipeline.store import Store, StoreLike, open_store
 
 PACKAGE = Path(__file__).resolve().parents[2] / "aurora_pipeline"
@@ -34,3 +36,36 @@ def test_open_store_takes_a_path_or_a_store(tmp_path):
     assert isinstance(st, Store) and open_store(st) is st
     assert isinstance(open_store(str(tmp_path / "s.zarr")), Store)
     assert isinstance(st, StoreLike) and isinstance(str(tmp_path), StoreLike)
+
+
+def test_only_open_store_calls_store_open():
+    """``open_store`` is the one edge: library code, flows and the CLI never call ``Store.open`` themselves."""
+    root = PACKAGE.parent
+    callers = [f"{p.relative_to(root)}:{n}" for folder in ("aurora_pipeline", "flows", "aurora_cli")
+               for p in sorted((root / folder).rglob("*.py")) if p != PACKAGE / "store" / "core.py"
+               for n, line in enumerate(p.read_text().splitlines(), 1) if "Store.open(" in line]
+    assert callers == []
+
+
+def test_open_store_hands_a_store_on_without_opening(tmp_path, monkeypatch):
+    st = open_store(tmp_path / "s.zarr", mode="a")
+    opened = []
+    real = Store.open.__func__
+    monkeypatch.setattr(Store, "open", classmethod(lambda cls, *a, **k: opened.append(a) or real(cls, *a, **k)))
+    assert open_store(st) is st and open_store(st, mode="r+") is st and open_store(st, mode="a") is st
+    assert opened == []
+    reader = open_store(tmp_path / "s.zarr")
+    assert open_store(reader, mode="r+") is not reader and len(opened) == 2  # a read-only Store is reopened to write
+
+
+def test_r_plus_opens_an_existing_store_for_writing_and_makes_none(tmp_path):
+    from aurora_pipeline.errors import NoStoreError
+    from aurora_pipeline.store.core import open_existing_store
+
+    with pytest.raises(NoStoreError):
+        open_store(tmp_path / "none.zarr", mode="r+")
+    assert open_existing_store(tmp_path / "none.zarr") is None and not (tmp_path / "none.zarr").exists()
+    open_store(tmp_path / "s.zarr", mode="a")
+    st = open_existing_store(tmp_path / "s.zarr")
+    st.add_history("written through r+")
+    assert "written through r+" in open_store(tmp_path / "s.zarr").attrs["history"]
