@@ -75,6 +75,7 @@ def add_parsers(sub) -> None:
 
 def _index(args):
     from aurora_pipeline.search.config import IndexConfig
+    # prefect and FAISS (the flow): only for the command that runs it
     from flows.build_index import build_index_flow
 
     config = dataclasses.asdict(IndexConfig(exact_below=args.exact_below, nlist=args.nlist, nprobe=args.nprobe))
@@ -85,6 +86,7 @@ def _index(args):
 
 
 def _similar(args):
+    # pandas, the store, FAISS: off the CLI's parse path
     import pandas as pd
 
     from aurora_pipeline.search.montage import write_results

@@ -152,6 +152,7 @@ def fit_classifier(
 
 def _fit_codes(X: np.ndarray, codes: np.ndarray, names: tuple[str, ...], cfg: ClassifierConfig,
                encoder_id: str) -> LinearClassifier:
+    # sklearn: only when fitting (the config and saved-model readers stay light)
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -202,6 +203,7 @@ def cross_validate(
     X = check_features(X, "X")
     codes, names = _encode_labels(y, len(X), class_names)
     if splits is None:
+        # sklearn: only when cross-validating
         from sklearn.model_selection import StratifiedKFold
 
         counts = np.bincount(codes, minlength=len(names))
@@ -231,6 +233,7 @@ def group_folds(y: np.ndarray, groups: np.ndarray, cfg: ClassifierConfig) -> lis
     far as possible: ``cfg.cv_folds`` of them, or fewer when there are fewer groups or a class
     lives in too few groups; None when no split into whole groups (of at least 2 folds) leaves
     every class in every training part."""
+    # sklearn: only when cross-validating
     from sklearn.model_selection import StratifiedGroupKFold
 
     y, groups = np.asarray(y), np.asarray(groups)
@@ -316,6 +319,7 @@ def classification_metrics(true: np.ndarray, pred: np.ndarray, names: tuple[str,
     """JSON-ready metrics: kind, class_names, n_samples, accuracy, precision/recall/f1/support
     per class ({name: value}), their unweighted means (*_macro, as in Table I), and
     confusion_matrix (list of k rows: row = true class, column = predicted class)."""
+    # sklearn: only when scoring
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = np.arange(len(names))
@@ -344,6 +348,7 @@ def save_classifier(clf: LinearClassifier, out_dir: str | os.PathLike, metrics: 
     different classifier already there is refused unless ``overwrite``.
     Returns the path of classifier.json. Raises BadInputError when refusing to overwrite.
     """
+    # sklearn (for its version): only when saving
     import sklearn
 
     return clf.write(out_dir, {"n_features": clf.n_features, "metrics": metrics,

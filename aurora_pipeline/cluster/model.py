@@ -235,6 +235,7 @@ def load_centroids(path: str | os.PathLike, expected_encoder_id: str | None = No
 
 
 def _kmeans(k: int, n: int, cfg: ClusterConfig):
+    # sklearn: only when clustering (loading centroids stays light)
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     if n > cfg.minibatch_rows:
@@ -245,6 +246,7 @@ def _kmeans(k: int, n: int, cfg: ClusterConfig):
 
 def _sampled_silhouette(X: np.ndarray, labels: np.ndarray, sample: np.ndarray) -> float:
     """Mean silhouette of the sampled rows; NaN when they hold fewer than 2 or more than n-1 labels."""
+    # sklearn: only when scoring silhouettes
     from sklearn.metrics import silhouette_score
 
     labels = labels[sample]

@@ -362,6 +362,7 @@ def grid_coordinates(skymap, fov: FieldOfView, cfg: PreprocessConfig) -> dict[st
         {"el", "az", "lat", "lon"}: float32 (image_size, image_size), degrees
         (az in [0, 360), lon in [-180, 180)).
     """
+    # scipy: only with skymaps (the preprocessing of frames does without)
     from scipy.ndimage import map_coordinates
 
     if tuple(np.asarray(skymap.el).shape) != tuple(fov.frame_shape):

@@ -22,7 +22,7 @@ import dataclasses
 
 from aurora_pipeline.errors import BadInputError, CheckpointError, NoStoreError
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
-from aurora_pipeline.store.core import StoreLike
+from aurora_pipeline.store.core import Store, StoreLike
 
 __all__ = ["encoder_config", "ingest_setting", "resolve_preprocess"]
 
@@ -68,8 +68,6 @@ def resolve_preprocess(
 def _stored_setting(store, storage_options: dict | None) -> dict | None:
     if store is None:
         return None
-    from aurora_pipeline.store.core import Store
-
     try:
         return Store.open(store, storage_options).preprocess
     except NoStoreError:  # a new store: nothing recorded yet
