@@ -16,22 +16,14 @@ import math
 import os
 import sys
 
-from aurora_cli import keogram_events, local_server, occurrence, search
-from aurora_cli.command_runner import run_in_runner
-from aurora_cli.local_server import choose_api, prefect_home
+from aurora_cli import keogram_events, occurrence, search
 from aurora_cli.options import config_option
-from aurora_cli.terminal import hide_user_errors_on_console
-from aurora_pipeline.classify.config import ClassifierConfig
-from aurora_pipeline.cluster.config import ClusterConfig
-from aurora_pipeline.config import DEVICE_CHOICES
-from aurora_pipeline.embed.config import OUTPUT_DTYPES, EmbedConfig
-from aurora_pipeline.encoder.config import PretrainConfig
-from aurora_pipeline.errors import AuroraError, BadInputError
-from aurora_pipeline.ingest.config import PreprocessConfig
-from aurora_pipeline.oath.config import OathBenchmarkConfig
-from aurora_pipeline.source.sites import ALTITUDES_KM, check_site, parse_sites
-from aurora_pipeline.synth.demo import DemoConfig
-from aurora_pipeline.values import optional_positive_int
+
+# Only the standard library and aurora_cli's argparse helpers at the top: a command that the warm runner
+# takes imports this module and hands over before any parsing, and `import aurora_cli.main` costs ~0.07 s here.
+# The library's modules (the configs, the checks: ~40 ms with aurora_pipeline's version look-up), the
+# local server (~160 ms: urllib, http), the flows (prefect: seconds) are imported in the functions that
+# use them (python -X importtime -c 'import aurora_cli.main, aurora_cli.local_server').
 
 DRAIN_TIMEOUT_S = 30.0  # at most this long waiting for Prefect to send its last events after an error
 
@@ -53,6 +45,18 @@ def _add_range(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # the stage configs (light: no numpy) are imported here, not at the top, like every library module in this
+    # file: `import aurora_cli.main` stays free of the aurora_pipeline package (its version look-up), see the top
+    from aurora_pipeline.classify.config import ClassifierConfig
+    from aurora_pipeline.cluster.config import ClusterConfig
+    from aurora_pipeline.config import DEVICE_CHOICES
+    from aurora_pipeline.embed.config import OUTPUT_DTYPES, EmbedConfig
+    from aurora_pipeline.encoder.config import PretrainConfig
+    from aurora_pipeline.ingest.config import PreprocessConfig
+    from aurora_pipeline.oath.config import OathBenchmarkConfig
+    from aurora_pipeline.source.sites import ALTITUDES_KM
+    from aurora_pipeline.synth.demo import DemoConfig
+
     parser = argparse.ArgumentParser(prog="aurora-pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
@@ -235,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             _prepare_prefect(args.debug)
         result = handler(args)
     except Exception as err:
+        # the library: off `import aurora_cli.main` (see the top); loaded by the parse already
+        from aurora_pipeline.errors import AuroraError
+
         err = _named_damage(err, args)
         if not isinstance(err, AuroraError) or args.debug:
             raise  # a bug, or --debug: the whole traceback
@@ -252,6 +259,9 @@ def check_values(args: argparse.Namespace) -> None:
     """Check (and normalise in place) the values of a parsed command with the library's own checks:
     the time range (``hours.time_range``, offsets converted to UT), site codes (``sites.parse_sites``),
     and the counts and sizes a flow would otherwise refuse only after it started."""
+    from aurora_pipeline.source.sites import check_site, parse_sites  # light, as in build_parser
+    from aurora_pipeline.values import optional_positive_int
+
     given = vars(args)
     if "start" in given and "end" in given:
         from aurora_pipeline.hours import range_text  # numpy: only for a command with a time range
@@ -262,8 +272,12 @@ def check_values(args: argparse.Namespace) -> None:
     if given.get("site") is not None:
         args.site = check_site(args.site, "--site")
     if args.command == "ingest" and args.image_size is not None:
+        from aurora_pipeline.ingest.config import PreprocessConfig  # light, as in build_parser
+
         PreprocessConfig(image_size=args.image_size)
     if args.command == "pretrain":
+        from aurora_pipeline.encoder.config import PretrainConfig  # light, as in build_parser
+
         optional_positive_int(args.max_frames, "--max-frames", "give --max-frames 1 or more, or leave it out for all")
         PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=args.seed,
                        **({} if args.image_size is None else {"image_size": args.image_size}))
@@ -297,10 +311,17 @@ def _run_in_warm_runner(argv: list[str]) -> int | None:
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in (None, "server"):
         return None
+    # the local server (urllib, http: ~160 ms): off `import aurora_cli.main` and --help (see the top)
+    from aurora_cli.command_runner import run_in_runner
+    from aurora_cli.local_server import choose_api
+
     env, debug = dict(os.environ), "--debug" in argv
     api = choose_api(env)
     if api != "local-server":
         if debug:
+            # as above
+            from aurora_cli.local_server import prefect_home
+
             why = ("PREFECT_API_URL (or the Prefect profile) names a server" if api == "configured" else
                    f"no `aurora-pipeline server start` server is running for the Prefect home {prefect_home(env)} "
                    "(PREFECT_HOME); a runner serves only the Prefect home it was started with")
@@ -311,11 +332,17 @@ def _run_in_warm_runner(argv: list[str]) -> int | None:
 
 def _prepare_prefect(debug: bool) -> None:
     """Pick the Prefect API before Prefect is imported; keep user errors off the console."""
+    # the local server, the terminal filter: off `import aurora_cli.main`, as above
+    from aurora_cli.local_server import choose_api
+
     if choose_api() == "temporary":
         print("aurora-pipeline: no Prefect server is running, so Prefect starts a temporary one for this "
               "command (the first start on a new PREFECT_HOME creates its database and can take minutes). "
               "`aurora-pipeline server start` keeps one up for the next commands.", file=sys.stderr)
     if not debug:
+        # as above
+        from aurora_cli.terminal import hide_user_errors_on_console
+
         hide_user_errors_on_console()
 
 
@@ -331,6 +358,9 @@ def _json_ready(value):
 
 
 def _server(args):
+    # as above
+    from aurora_cli import local_server
+
     if args.action == "start":
         state, started = local_server.start_server(port=args.port or local_server.DEFAULT_PORT,
                                                    progress=lambda m: print(m, file=sys.stderr))
@@ -413,6 +443,7 @@ def _embed(args):
 
 def _fit_classifier(args):
     # the flows: only for the command that runs one, as above
+    from aurora_pipeline.errors import BadInputError
     from flows.classify import fit_classifier_flow, fit_oath_classifier_flow
 
     if args.oath_dir or args.checkpoint:

@@ -12,17 +12,20 @@ import dataclasses
 import os
 import sys
 
-from aurora_pipeline.search.config import IndexConfig, QueryConfig
-from aurora_pipeline.source.sites import parse_sites
-
 NO_FLOW = {"similar"}  # subcommands here that need no Prefect API
 
 
 def _sites(value: str | list[str] | None) -> list[str] | None:
+    # the library: off `import aurora_cli.main`, which imports this module (see aurora_cli/main.py's top)
+    from aurora_pipeline.source.sites import parse_sites
+
     return parse_sites(value, "--sites")
 
 
 def _index_settings(p: argparse.ArgumentParser) -> None:
+    # the library: off `import aurora_cli.main`, as above
+    from aurora_pipeline.search.config import IndexConfig
+
     defaults = IndexConfig()
     p.add_argument("--exact-below", type=int, default=defaults.exact_below,
                    help=f"exact search below this many vectors (default {defaults.exact_below})")
@@ -44,6 +47,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", help="encoder model id to index when the range holds several (with --rebuild)")
     p.add_argument("--checkpoint", help="the encoder checkpoint that embedded the store (recorded for --png/--cdf queries)")
     _index_settings(p)
+
+    # the library: off `import aurora_cli.main`, as above
+    from aurora_pipeline.search.config import QueryConfig
+
     q = QueryConfig()
     p = sub.add_parser("similar", help="frames like this one: the nearest stored frames of a frame, file or image")
     p.add_argument("--store", required=True)
@@ -70,6 +77,8 @@ def add_parsers(sub) -> None:
 
 
 def _index(args):
+    # the library: off `import aurora_cli.main`, as above
+    from aurora_pipeline.search.config import IndexConfig
     # prefect and FAISS (the flow): only for the command that runs it
     from flows.build_index import build_index_flow
 
