@@ -62,7 +62,7 @@ def check_store_setting(st: Store, sidecar: dict, checkpoint: str) -> None:
     """Refuse (StoreError, one line naming both settings) a store whose preprocessing is not the
     one the checkpoint's encoder expects (recorded by ``import-encoder`` and by ``pretrain``).
     A checkpoint that records no setting, or a store with nothing ingested, is not checked."""
-    # torch (encoder.checkpoint): off the store-only path of this module (embedded_hours, checks)
+    # torch (encoder.checkpoint): off this module's import (nightly and flows.embed import it without torch)
     from aurora_pipeline.encoder.checkpoint import encoder_preprocess
 
     want, have = encoder_preprocess(sidecar), st.preprocess
