@@ -41,6 +41,7 @@ import struct
 import sys
 import tempfile
 import threading
+import traceback
 from pathlib import Path
 
 import aurora_cli
@@ -347,6 +348,7 @@ class Runner:
         _send(conn, {"pid": os.getpid()})
         threading.Thread(target=_interrupt_when_gone, args=(conn, outcome), daemon=True).start()
 
+        # prefect: only in the runner's child (the CLI's hand-over to the runner does without)
         from prefect.logging.configuration import setup_logging
 
         setup_logging(incremental=False)  # Prefect's console handlers on this command's stderr
@@ -357,13 +359,9 @@ class Runner:
         except SystemExit as done:
             outcome["exit"] = _exit_code(done.code)
         except KeyboardInterrupt:
-            import traceback
-
             traceback.print_exc()
             outcome["exit"] = 130
         except BaseException:  # noqa: BLE001 - what Python prints for an uncaught exception, exit 1
-            import traceback
-
             traceback.print_exc()
             outcome["exit"] = 1
         return outcome["exit"]

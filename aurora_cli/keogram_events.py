@@ -42,9 +42,11 @@ def add_parsers(sub) -> None:
 
 
 def _keogram(args):
+    # xarray/zarr (the store): off the CLI's parse path
     from aurora_pipeline.keograms import keogram, keogram_png
 
     if getattr(args, "magnetic", False):
+        # as above
         from aurora_pipeline.keograms import magnetic_keogram
 
         keo = magnetic_keogram(args.store, args.site, args.start, args.end)
@@ -58,6 +60,7 @@ def _keogram(args):
 
 
 def _events(args):
+    # pandas and the store: off the CLI's parse path
     from aurora_pipeline.events import store_events, write_events
 
     events = store_events(args.store, args.sites, args.start, args.end, smooth=args.smooth,

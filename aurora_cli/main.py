@@ -19,6 +19,12 @@ import sys
 from aurora_cli import keogram_events, occurrence, search
 from aurora_cli.options import config_option
 
+# Only the standard library and aurora_cli's argparse helpers at the top: a command that the warm runner
+# takes imports this module and hands over before any parsing, and `import aurora_cli.main` costs ~0.07 s here.
+# The library's modules (the configs, the checks: ~40 ms with aurora_pipeline's version look-up), the
+# local server (~160 ms: urllib, http), the flows (prefect: seconds) are imported in the functions that
+# use them (python -X importtime -c 'import aurora_cli.main, aurora_cli.local_server').
+
 DRAIN_TIMEOUT_S = 30.0  # at most this long waiting for Prefect to send its last events after an error
 
 
@@ -39,14 +45,14 @@ def _add_range(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # the configs (and numpy) are imported here, not at the top: a command that the warm runner
-    # runs hands over before any parsing, so `import aurora_cli.main` stays light
-    from aurora_pipeline.classify.model import ClassifierConfig
-    from aurora_pipeline.cluster.model import ClusterConfig
+    # the stage configs (light: no numpy) are imported here, not at the top, like every library module in this
+    # file: `import aurora_cli.main` stays free of the aurora_pipeline package (its version look-up), see the top
+    from aurora_pipeline.classify.config import ClassifierConfig
+    from aurora_pipeline.cluster.config import ClusterConfig
     from aurora_pipeline.config import DEVICE_CHOICES
     from aurora_pipeline.embed.config import OUTPUT_DTYPES, EmbedConfig
     from aurora_pipeline.encoder.config import PretrainConfig
-    from aurora_pipeline.ingest.preprocess import PreprocessConfig
+    from aurora_pipeline.ingest.config import PreprocessConfig
     from aurora_pipeline.oath.config import OathBenchmarkConfig
     from aurora_pipeline.source.sites import ALTITUDES_KM
     from aurora_pipeline.synth.demo import DemoConfig
@@ -233,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             _prepare_prefect(args.debug)
         result = handler(args)
     except Exception as err:
+        # the library: off `import aurora_cli.main` (see the top); loaded by the parse already
         from aurora_pipeline.errors import AuroraError
 
         err = _named_damage(err, args)
@@ -252,23 +259,24 @@ def check_values(args: argparse.Namespace) -> None:
     """Check (and normalise in place) the values of a parsed command with the library's own checks:
     the time range (``hours.time_range``, offsets converted to UT), site codes (``sites.parse_sites``),
     and the counts and sizes a flow would otherwise refuse only after it started."""
-    from aurora_pipeline.hours import range_text
-    from aurora_pipeline.source.sites import check_site, parse_sites
+    from aurora_pipeline.source.sites import check_site, parse_sites  # light, as in build_parser
     from aurora_pipeline.values import optional_positive_int
 
     given = vars(args)
     if "start" in given and "end" in given:
+        from aurora_pipeline.hours import range_text  # numpy: only for a command with a time range
+
         args.start, args.end = range_text(args.start, args.end)
     if given.get("sites") is not None:
         args.sites = parse_sites(args.sites, "--sites")
     if given.get("site") is not None:
         args.site = check_site(args.site, "--site")
     if args.command == "ingest" and args.image_size is not None:
-        from aurora_pipeline.ingest.preprocess import PreprocessConfig
+        from aurora_pipeline.ingest.config import PreprocessConfig  # light, as in build_parser
 
         PreprocessConfig(image_size=args.image_size)
     if args.command == "pretrain":
-        from aurora_pipeline.encoder.train import PretrainConfig
+        from aurora_pipeline.encoder.config import PretrainConfig  # light, as in build_parser
 
         optional_positive_int(args.max_frames, "--max-frames", "give --max-frames 1 or more, or leave it out for all")
         PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=args.seed,
@@ -277,10 +285,9 @@ def check_values(args: argparse.Namespace) -> None:
 
 def _named_damage(err: Exception, args: argparse.Namespace) -> Exception:
     """A metadata file of the store that is not JSON is the user's damaged store, named; else ``err``."""
-    import json
-
     if not isinstance(err, (json.JSONDecodeError, UnicodeDecodeError)) or not getattr(args, "store", None):
         return err
+    # the store (xarray, zarr): only to name a damaged store after an error
     from aurora_pipeline.store.damage import damage_error
 
     return damage_error(args.store) or err
@@ -290,6 +297,7 @@ def _drain_prefect() -> None:
     """Let Prefect's background services (events, logs) finish, so their last words come before ours."""
     if "prefect" not in sys.modules:
         return
+    # prefect: only when a flow ran (checked above)
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
@@ -303,6 +311,7 @@ def _run_in_warm_runner(argv: list[str]) -> int | None:
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in (None, "server"):
         return None
+    # the local server (urllib, http: ~160 ms): off `import aurora_cli.main` and --help (see the top)
     from aurora_cli.command_runner import run_in_runner
     from aurora_cli.local_server import choose_api
 
@@ -310,6 +319,7 @@ def _run_in_warm_runner(argv: list[str]) -> int | None:
     api = choose_api(env)
     if api != "local-server":
         if debug:
+            # as above
             from aurora_cli.local_server import prefect_home
 
             why = ("PREFECT_API_URL (or the Prefect profile) names a server" if api == "configured" else
@@ -322,6 +332,7 @@ def _run_in_warm_runner(argv: list[str]) -> int | None:
 
 def _prepare_prefect(debug: bool) -> None:
     """Pick the Prefect API before Prefect is imported; keep user errors off the console."""
+    # the local server, the terminal filter: off `import aurora_cli.main`, as above
     from aurora_cli.local_server import choose_api
 
     if choose_api() == "temporary":
@@ -329,6 +340,7 @@ def _prepare_prefect(debug: bool) -> None:
               "command (the first start on a new PREFECT_HOME creates its database and can take minutes). "
               "`aurora-pipeline server start` keeps one up for the next commands.", file=sys.stderr)
     if not debug:
+        # as above
         from aurora_cli.terminal import hide_user_errors_on_console
 
         hide_user_errors_on_console()
@@ -346,6 +358,7 @@ def _json_ready(value):
 
 
 def _server(args):
+    # as above
     from aurora_cli import local_server
 
     if args.action == "start":
@@ -367,6 +380,7 @@ def _server(args):
 
 
 def _synth_archive(args):
+    # scipy: only for the command that runs it
     from aurora_pipeline.synth.archive import write_synthetic_archive
 
     paths = write_synthetic_archive(
@@ -377,6 +391,7 @@ def _synth_archive(args):
 
 
 def _ingest(args):
+    # the flows (prefect, the store, dask): only for the command that runs one, so --help stays fast
     from flows.ingest import ingest_archive
 
     return ingest_archive(
@@ -387,6 +402,7 @@ def _ingest(args):
 
 
 def _import_encoder(args):
+    # torch: only for the command that runs it
     from aurora_pipeline.encoder.release import import_encoder
 
     meta = import_encoder(args.file, args.out, sha256=args.sha256)
@@ -396,6 +412,7 @@ def _import_encoder(args):
 
 
 def _demo(args):
+    # the flows: only for the command that runs one, as above
     from flows.demo import demo
 
     result = demo(workdir=args.workdir, epochs=args.epochs, image_size=args.image_size,
@@ -405,6 +422,7 @@ def _demo(args):
 
 
 def _pretrain(args):
+    # the flows: only for the command that runs one, as above
     from flows.pretrain import pretrain_encoder_flow
 
     return pretrain_encoder_flow(
@@ -415,6 +433,7 @@ def _pretrain(args):
 
 
 def _embed(args):
+    # the flows: only for the command that runs one, as above
     from flows.embed import embed_frames_flow
 
     return embed_frames_flow(store=args.store, checkpoint=args.checkpoint, sites=args.sites, start=args.start,
@@ -423,6 +442,7 @@ def _embed(args):
 
 
 def _fit_classifier(args):
+    # the flows: only for the command that runs one, as above
     from aurora_pipeline.errors import BadInputError
     from flows.classify import fit_classifier_flow, fit_oath_classifier_flow
 
@@ -475,6 +495,7 @@ def _rounded(value, digits: int):
 
 
 def _classify(args):
+    # the flows: only for the command that runs one, as above
     from flows.classify import classify_frames
 
     return classify_frames(store=args.store, classifier=args.classifier, sites=args.sites,
@@ -482,6 +503,7 @@ def _classify(args):
 
 
 def _cluster(args):
+    # the flows: only for the command that runs one, as above
     from flows.cluster import cluster_embeddings_flow
 
     out = args.out or str(args.store).rstrip("/") + ".clusters"
@@ -490,6 +512,7 @@ def _cluster(args):
 
 
 def _synth_oath(args):
+    # pandas, scipy: only for the command that runs it
     from aurora_pipeline.oath.synth import write_synthetic_oath
 
     write_synthetic_oath(args.dir, n=args.n, seed=args.seed, layout=args.layout)
@@ -497,6 +520,7 @@ def _synth_oath(args):
 
 
 def _oath_benchmark(args):
+    # the flows: only for the command that runs one, as above
     from flows.oath_benchmark import oath_benchmark
 
     return oath_benchmark(oath_dir=args.oath_dir, out=args.out, download=args.download, epochs=args.epochs,
@@ -508,12 +532,14 @@ def _oath_benchmark(args):
 
 
 def _convert_store(args):
+    # the store: only for the command that runs it
     from aurora_pipeline.store.legacy import convert_store
 
     return convert_store(args.old, args.new)
 
 
 def _label_archive(args):
+    # the flows: only for the command that runs one, as above
     from flows.label_archive import label_archive
 
     return label_archive(archive=args.archive, store=args.store, checkpoint=args.checkpoint,

@@ -29,6 +29,7 @@ def add_parsers(sub) -> None:
 
 
 def _occurrence(args):
+    # the store, dask, matplotlib: off the CLI's parse path
     from aurora_pipeline.occurrence import occurrence, write_csv
     from aurora_pipeline.occurrence_plots import occurrence_png
 

@@ -16,12 +16,14 @@ NO_FLOW = {"similar"}  # subcommands here that need no Prefect API
 
 
 def _sites(value: str | list[str] | None) -> list[str] | None:
+    # the library: off `import aurora_cli.main`, which imports this module (see aurora_cli/main.py's top)
     from aurora_pipeline.source.sites import parse_sites
 
     return parse_sites(value, "--sites")
 
 
 def _index_settings(p: argparse.ArgumentParser) -> None:
+    # the library: off `import aurora_cli.main`, as above
     from aurora_pipeline.search.config import IndexConfig
 
     defaults = IndexConfig()
@@ -46,6 +48,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--checkpoint", help="the encoder checkpoint that embedded the store (recorded for --png/--cdf queries)")
     _index_settings(p)
 
+    # the library: off `import aurora_cli.main`, as above
     from aurora_pipeline.search.config import QueryConfig
 
     q = QueryConfig()
@@ -74,7 +77,9 @@ def add_parsers(sub) -> None:
 
 
 def _index(args):
+    # the library: off `import aurora_cli.main`, as above
     from aurora_pipeline.search.config import IndexConfig
+    # prefect and FAISS (the flow): only for the command that runs it
     from flows.build_index import build_index_flow
 
     config = dataclasses.asdict(IndexConfig(exact_below=args.exact_below, nlist=args.nlist, nprobe=args.nprobe))
@@ -85,6 +90,7 @@ def _index(args):
 
 
 def _similar(args):
+    # pandas, the store, FAISS: off the CLI's parse path
     import pandas as pd
 
     from aurora_pipeline.search.montage import write_results

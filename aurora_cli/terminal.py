@@ -41,6 +41,7 @@ class HideUserErrors(logging.Filter):
 def hide_user_errors_on_console() -> None:
     """Attach :class:`HideUserErrors` to Prefect's console handlers, configuring Prefect's logging
     first if it is not yet (a later configuration by Prefect is incremental and keeps them)."""
+    # prefect: only for a command that runs a flow
     from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 

@@ -17,22 +17,27 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 def __getattr__(name):  # lazy, so `import aurora_pipeline` stays cheap (no torch, no zarr)
     if name in ("open_site", "open_sites", "read_inventory"):
+        # lazy: `import aurora_pipeline` stays free of xarray/zarr (the store)
         from aurora_pipeline.store import read
 
         return getattr(read, name)
     if name == "keogram":
+        # lazy, as above: the keogram pulls in the store
         from aurora_pipeline.keograms import keogram
 
         return keogram
     if name == "label_events":
+        # lazy, as above: events pull in the store and pandas
         from aurora_pipeline.events import label_events
 
         return label_events
     if name == "occurrence":
+        # lazy, as above: occurrence pulls in the store and dask
         from aurora_pipeline.occurrence import occurrence
 
         return occurrence
     if name == "similar":
+        # lazy, as above: the search pulls in FAISS
         from aurora_pipeline.search.query import similar
 
         return similar

@@ -26,6 +26,7 @@ _library = None  # keeps the schema definitions alive for the life of the proces
 
 def _define_missing_schemas() -> None:
     global _library
+    # torch: only when torchvision's import failed (the work-around)
     import torch
 
     if _library is not None:
@@ -41,6 +42,7 @@ def _define_missing_schemas() -> None:
 def import_torchvision() -> ModuleType:
     """Return the ``torchvision`` module, working around pytorch/vision#9085."""
     try:
+        # torchvision: imported on demand, the reason for this module
         import torchvision
     except RuntimeError as err:
         if "torchvision::" not in str(err):
@@ -48,5 +50,6 @@ def import_torchvision() -> ModuleType:
         for mod in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[mod]
         _define_missing_schemas()
+        # torchvision again, after the missing schemas are defined
         import torchvision
     return torchvision

@@ -24,6 +24,7 @@ def dask_client(address: str | None = None, *, n_workers: int | None = None, mem
     number of cores), each with one math thread, so that NumPy and PyTorch inside a
     task do not oversubscribe the cores.
     """
+    # distributed: only when a client is made (import of this module stays cheap)
     from distributed import Client, LocalCluster
 
     if address:

@@ -39,6 +39,7 @@ NaN without probabilities.
 from __future__ import annotations
 
 import heapq
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -47,8 +48,12 @@ import numpy as np
 import pandas as pd
 
 from aurora_pipeline.atomic import atomic_path
-from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.store.core import StoreLike
+from aurora_pipeline.errors import BadInputError, StoreError
+from aurora_pipeline.hours import time_range, to_time
+from aurora_pipeline.source.sites import parse_sites
+from aurora_pipeline.store import open_site, open_store
+from aurora_pipeline.store.core import StoreLike, utc_now
+from aurora_pipeline.store.tables import append_rows, read_table
 
 COLUMNS = ["site", "start", "end", "duration_s", "label", "mean_probability", "min_probability", "n_frames"]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|min|m|h)?\s*$")
@@ -170,11 +175,6 @@ def store_events(store: StoreLike, sites: list[str] | None = None, start=None, e
     ``sites`` None means every site of the store that has hours in the range; a site
     asked for by name with nothing stored in the range is an error (StoreError).
     """
-    from aurora_pipeline.errors import StoreError
-    from aurora_pipeline.hours import time_range
-    from aurora_pipeline.source.sites import parse_sites
-    from aurora_pipeline.store import open_site, open_store
-
     start, end = time_range(start, end)
     sites = parse_sites(sites, "sites")
     st = open_store(store, storage_options)
@@ -210,10 +210,6 @@ def record_events(store: StoreLike, site: str, start, end, *, smooth="30s", min_
     in an hour labelled last week and goes on into tonight's late hour is recomputed
     whole, from the store's labels, not cut at the window's edge). Returns the events written.
     """
-    from aurora_pipeline.hours import to_time
-    from aurora_pipeline.store import open_store
-    from aurora_pipeline.store.tables import append_rows, read_table
-
     st = open_store(store, mode="a")
     lo, hi = int(to_time(start).astype(np.int64)), int(to_time(end).astype(np.int64))
     current = _current_rows(read_table(st, EVENTS_TABLE, TABLE_COLUMNS))
@@ -229,8 +225,6 @@ def record_events(store: StoreLike, site: str, start, end, *, smooth="30s", min_
     events = store_events(st, [site], *window, smooth=smooth, min_duration=min_duration, max_gap=max_gap)
     table = read_table(st, EVENTS_TABLE, TABLE_COLUMNS)
     write = int(table["write"].max()) + 1 if len(table) else 1
-    from aurora_pipeline.store.core import utc_now
-
     stamp = utc_now()
     rows = [{"site": site, "start_ms": int(np.datetime64(r.start, "ms").astype(np.int64)),
              "end_ms": int(np.datetime64(r.end, "ms").astype(np.int64)), "duration_s": float(r.duration_s),
@@ -249,9 +243,6 @@ def record_events(store: StoreLike, site: str, start, end, *, smooth="30s", min_
 def read_recorded_events(store: StoreLike, sites: list[str] | None = None, start=None, end=None) -> pd.DataFrame:
     """The store's current event catalogue (``COLUMNS``), sorted by site and start; events
     overlapping ``[start, end)`` when given."""
-    from aurora_pipeline.hours import to_time
-    from aurora_pipeline.store.tables import read_table
-
     rows = _current_rows(read_table(store, EVENTS_TABLE, TABLE_COLUMNS))
     rows = rows[rows["n_frames"] > 0]
     if sites:
@@ -325,8 +316,6 @@ def read_events(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _parquet_engine() -> bool:
-    import importlib.util
-
     return any(importlib.util.find_spec(m) is not None for m in ("pyarrow", "fastparquet"))
 
 

@@ -239,8 +239,6 @@ def magnetic_keogram(store: StoreLike, site: str, start=None, end=None, *, stora
     Raises:
         StoreError: nothing stored. BadInputError: no skymap coordinates in the store.
     """
-    from aurora_pipeline.store import open_site
-
     ds = open_site(store, site, start, end, variables=["frames", "label", "label_probability"],
                    storage_options=storage_options)
     return magnetic_keogram_from_dataset(ds)

@@ -31,13 +31,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aurora_pipeline.classify.driver import classify_store
+from aurora_pipeline.classify.model import load_classifier
+from aurora_pipeline.cluster.driver import assign_store
+from aurora_pipeline.cluster.model import load_centroids
+from aurora_pipeline.embed.driver import embed_with_checkpoint
 from aurora_pipeline.errors import BadInputError, StoreError
+from aurora_pipeline.events import record_events
 from aurora_pipeline.ingest.driver import IngestReport, ingest, plan
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, check_site_codes, list_archive, sites_without_files
 from aurora_pipeline.store.core import StoreLike, open_existing_store, open_store, store_location, utc_now
 from aurora_pipeline.store.runs import append_run as _append_run, read_runs
+from aurora_pipeline.store.stages import stored_hours
 
 __all__ = ["NightSteps", "NightlyConfig", "assign_night", "checkpoint_model_id", "classify_night", "current_hour",
            "embed_night", "find_new_files", "hour_blocks", "hour_names", "ingest_night", "read_runs",
@@ -125,6 +132,7 @@ def record_run(store: StoreLike, summary: dict) -> int:
 
 def checkpoint_model_id(checkpoint: str) -> str:
     """The verified model id of an encoder checkpoint (path or URL)."""
+    # torch: only when a checkpoint's model is read
     from aurora_pipeline.encoder.checkpoint import load_encoder
 
     return load_encoder(checkpoint, "cpu")[1]["model_id"]
@@ -135,8 +143,6 @@ def unfinished_hours(store: StoreLike, sites, start, end, model_id: str, classif
 
     Returns ``{"sites": [sites with work], "embed": n, "classify": n, "assign": n}``.
     """
-    from aurora_pipeline.store.stages import stored_hours
-
     st = open_store(store)
     refs = stored_hours(st, [s for s in (sites or st.sites()) if s in st.sites()], start, end)
     left = {"embed": [r for r in refs if r.embedding_model != model_id],
@@ -159,8 +165,6 @@ def hour_blocks(hours: list[str]) -> list[tuple[np.datetime64, np.datetime64]]:
 
 def record_night_events(store: StoreLike, labelled: dict[str, list[str]]) -> int:
     """Recompute and record the events of the hours labelled tonight (per site, per block of hours)."""
-    from aurora_pipeline.events import record_events
-
     written = 0
     for site, hours in sorted(labelled.items()):
         for first, end in hour_blocks(hours):
@@ -172,6 +176,7 @@ def record_night_events(store: StoreLike, labelled: dict[str, list[str]]) -> int
 
 def ingest_night(files: list[ArchiveFile], store: StoreLike, config: NightlyConfig) -> IngestReport:
     """Ingest the night's new files with the store's own preprocessing setting and skymaps."""
+    # dask/distributed: only for the ingest of a night (not for find_new_files, window)
     from aurora_pipeline.dask_cluster import dask_client
 
     cfg = resolve_preprocess(store, image_size=config.image_size, skymaps=config.skymaps,
@@ -183,25 +188,17 @@ def ingest_night(files: list[ArchiveFile], store: StoreLike, config: NightlyConf
 
 def embed_night(store: StoreLike, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:
     """Embed the window's hours of ``sites`` that the night's encoder has not embedded."""
-    from aurora_pipeline.embed.driver import embed_with_checkpoint
-
     return embed_with_checkpoint(store, config.checkpoint, sites=sites, start=start, end=end, device=config.device,
                                  batch_size=config.embed_batch_size, dask_address=config.dask_address, overwrite=True)
 
 
 def classify_night(store: StoreLike, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:
     """Label the window's hours of ``sites`` that the night's classifier has not labelled."""
-    from aurora_pipeline.classify.driver import classify_store
-    from aurora_pipeline.classify.model import load_classifier
-
     return classify_store(store, load_classifier(config.classifier), sites=sites, start=start, end=end)
 
 
 def assign_night(store: StoreLike, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:
     """Assign the window's hours of ``sites`` to the night's k-means centroids."""
-    from aurora_pipeline.cluster.driver import assign_store
-    from aurora_pipeline.cluster.model import load_centroids
-
     return assign_store(store, load_centroids(config.centroids), sites=sites, start=start, end=end)
 
 
@@ -315,9 +312,6 @@ def run_night(archive: str, store: StoreLike, config: NightlyConfig, *, steps: N
 
 def _model_ids(config: NightlyConfig) -> tuple[str, str, str | None]:
     """(encoder model id, classifier id, centroids id or None) of the night's models, each verified on load."""
-    from aurora_pipeline.classify.model import load_classifier
-    from aurora_pipeline.cluster.model import load_centroids
-
     centroids = load_centroids(config.centroids).centroids_id if config.centroids else None
     return checkpoint_model_id(config.checkpoint), load_classifier(config.classifier).classifier_id, centroids
 

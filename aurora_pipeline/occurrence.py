@@ -44,12 +44,19 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import dask
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from aurora_pipeline.atomic import atomic_path
 from aurora_pipeline.errors import BadInputError, StoreError
-from aurora_pipeline.store.core import Store, StoreLike
+from aurora_pipeline.events import parse_duration, smooth_labels
+from aurora_pipeline.hours import to_time
+from aurora_pipeline.source.magnetic import MagneticCoordinatesWarning
+from aurora_pipeline.store import Store, open_store
+from aurora_pipeline.store.core import StoreLike
+from aurora_pipeline.store.read import open_site, years_in
 
 BY = ("mlt", "mlat", "month", "year", "site")
 NOT_SKY = ("cloudy", "moon")  # labels that are not observations of the sky's aurora
@@ -79,9 +86,6 @@ def occurrence(store: StoreLike, sites: list[str] | None = None, start=None, end
         BadInputError: an unknown ``by`` name, a bad threshold or window, an unknown site.
         StoreError: nothing labelled in the range.
     """
-    from aurora_pipeline.events import parse_duration
-    from aurora_pipeline.store import open_store
-
     by = _check_by(by)
     if min_probability is not None and not 0.0 <= float(min_probability) <= 1.0:
         raise BadInputError(f"min_probability={min_probability!r}", "must be in [0, 1].", "Use e.g. 0.5.")
@@ -91,8 +95,6 @@ def occurrence(store: StoreLike, sites: list[str] | None = None, start=None, end
     acc = _Accumulator(by, sites)
     need_prob = min_probability is not None or smooth_ms > 0
     variables = ["label"] + (["label_probability"] if need_prob else [])
-    from aurora_pipeline.store.read import years_in
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for site in sites:
@@ -103,8 +105,6 @@ def occurrence(store: StoreLike, sites: list[str] | None = None, start=None, end
                 except StoreError:
                     continue  # nothing of the year in range
                 acc.add_site_year(ds, site, min_probability, smooth_ms)
-    from aurora_pipeline.source.magnetic import MagneticCoordinatesWarning
-
     others = [w for w in caught if not issubclass(w.category, MagneticCoordinatesWarning)]
     for w in others:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -140,16 +140,12 @@ def _sites(st: Store, sites) -> list[str]:
 
 
 def _clip(year: int, start, end):
-    from aurora_pipeline.hours import to_time
-
     lo, hi = np.datetime64(f"{year}-01-01", "ms"), np.datetime64(f"{year + 1}-01-01", "ms")
     t0, t1 = to_time(start), to_time(end)
     return (max(lo, t0) if t0 is not None else lo), (min(hi, t1) if t1 is not None else hi)
 
 
 def _open(st: Store, site, lo, hi, variables):
-    from aurora_pipeline.store.read import open_site
-
     return open_site(st, site, lo, hi, variables=variables)
 
 
@@ -190,8 +186,6 @@ class _Accumulator:
         if (min_probability is not None or smooth_ms) and prob is None:
             raise StoreError(f"site {site}: no label_probability to threshold or smooth with. "
                              "Fix: classify again (the classifier writes it).")
-        import dask
-
         need_magnetic = "mlt" in self.by or "mlat" in self.by
         bounds = np.cumsum((0,) + label.chunks[0])
         t_ms = ds["time"].values.astype("datetime64[ms]").astype(np.int64)
@@ -220,8 +214,6 @@ class _Accumulator:
     def _block(self, site, t_all, a, b, lo, hi, codes, prob, mlt, mlat, min_probability, smooth_ms) -> dict:
         """Counts of frames ``[a, b)`` of a site-year (``[lo, hi)`` with the smoothing's context):
         a partial result for ``_merge`` (run in a worker thread: no shared state is written)."""
-        from aurora_pipeline.events import smooth_labels
-
         k = len(self.classes)
         t_ms = t_all[lo:hi]
         codes = np.asarray(codes)
@@ -356,8 +348,6 @@ class _Accumulator:
         }
         coords["class"] = ("class", np.array(self.classes), {"long_name": "frame label (classifier's class)"})
         coords["sky_class"] = ("sky_class", np.array(sky), {"long_name": "classes that are sky observations"})
-        from aurora_pipeline.hours import to_time
-
         attrs = {
             "title": "auroral occurrence from the frame labels", "source": "aurora_pipeline.occurrence",
             "aurora_store": str(st.url), "aurora_sites": " ".join(self.sites),
@@ -425,8 +415,6 @@ def _window_mean(t, evidence, segment, window_ms, chosen) -> np.ndarray:
 
 def to_table(occ: xr.Dataset):
     """The occurrence Dataset as a flat pandas table: one row per bin, counts and probabilities per class."""
-    import pandas as pd
-
     by = [d for d in occ.attrs["aurora_by"].split()]
     df = occ[["frames", "clear_sky_frames"]].to_dataframe()
     counts = occ["label_frames"].to_dataframe()["label_frames"].unstack("class")

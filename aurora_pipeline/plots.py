@@ -183,6 +183,7 @@ def labels_along_night_png(times: np.ndarray, labels: np.ndarray, class_names: S
     Size: 10 x (0.35 k + 1.5) inches, + 1.8 with probabilities.
     Raises: BadInputError for mismatched lengths or labels out of range.
     """
+    # matplotlib: only when drawing
     from matplotlib import dates as mdates
 
     times = np.asarray(times)
@@ -273,6 +274,7 @@ def keogram_figure(keo, title: str | None = None, max_columns: int = 4000):
     Without a ``title``, ``keogram_title(keo)``. Returns the matplotlib Figure.
     Raises: BadInputError when ``keo`` is not a (time, coordinate) DataArray with frames.
     """
+    # matplotlib: only when drawing
     from matplotlib import dates as mdates
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch

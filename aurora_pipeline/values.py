@@ -8,14 +8,14 @@ here, never "unset": only None means "not given".
 
 from __future__ import annotations
 
-import numpy as np
+import numbers
 
 from aurora_pipeline.errors import BadInputError
 
 
 def positive_int(value, name: str, example: str = "") -> int:
     """``value`` as an int when it is a whole number >= 1; else BadInputError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise BadInputError(name, f"must be a positive whole number, got {value!r}",
                             example or f"give {name} 1 or more")
     return int(value)

@@ -19,7 +19,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from aurora_pipeline.classify.evaluation import compare_with_random_init
-from aurora_pipeline.plots import labels_along_night_png
+from aurora_pipeline.events import store_events, write_events
+from aurora_pipeline.keograms import keogram
+from aurora_pipeline.plots import keogram_png, labels_along_night_png
 from aurora_pipeline.store import StoreLike, open_site, open_store
 from aurora_pipeline.summary import describe_store
 from aurora_pipeline.synth.archive import write_synthetic_archive
@@ -58,10 +60,6 @@ def night_plot(store: StoreLike, site, path):
 @task(cache_policy=NO_CACHE)
 def where_and_when(store: StoreLike, site, root):
     """The keogram of one site with its label strip, and the event catalogue of the store."""
-    from aurora_pipeline.events import store_events, write_events
-    from aurora_pipeline.keograms import keogram
-    from aurora_pipeline.plots import keogram_png
-
     keogram_png(keogram(store, site), root / f"keogram_{site}.png")  # the title `aurora-pipeline keogram` gives
     events = store_events(store)
     write_events(events, root / "events.csv")

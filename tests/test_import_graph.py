@@ -9,6 +9,10 @@ function-level import still counts as one.
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +127,84 @@ def test_the_packages_are_layered_library_flows_command_line():
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _function_imports(tree: ast.AST):
+    """The import statements that sit inside a function (at any depth)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for child in ast.walk(node):
+                if isinstance(child, (ast.Import, ast.ImportFrom)):
+                    yield child
+
+
+def unexplained_imports(source: str) -> list[int]:
+    """Line numbers of the function-level imports of ``source`` with no comment saying why: a
+    comment on the statement's lines, or on the line above it, or above the run of imports (blank
+    lines between them allowed) it belongs to, e.g. ``# torch: only when training``."""
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    imports = {n.lineno: n for n in _function_imports(tree)}
+    import_lines = {i for n in imports.values() for i in range(n.lineno, n.end_lineno + 1)}
+    commented = {i for i in import_lines if "#" in lines[i - 1]}
+    missing = set()
+    for start, node in imports.items():
+        if any(i in commented for i in range(start, node.end_lineno + 1)):
+            continue
+        i = start - 1
+        while i >= 1 and (not lines[i - 1].strip() or (i in import_lines and i not in commented)):
+            i -= 1
+        if i >= 1 and (lines[i - 1].strip().startswith("#") or i in commented):
+            continue
+        missing.add(start)
+    return sorted({min(i for i in range(n.lineno, n.end_lineno + 1)) for n in imports.values() if n.lineno in missing})
+
+
+def test_every_import_inside_a_function_says_why():
+    """Imports inside functions are kept for what is heavy (torch, FAISS, scikit-learn, prefect,
+    the flows on the CLI's parse path ...), each with a comment saying so; the others sit at the top."""
+    found = {}
+    for module, path in module_names().items():
+        lines = unexplained_imports(path.read_text())
+        if lines:
+            found[str(path.relative_to(REPO))] = lines
+    assert found == {}
+
+
+def test_the_comment_check_finds_an_unexplained_import():
+    source = ("def f():\n"
+              "    import json\n"
+              "\n"
+              "    # torch: only when training\n"
+              "    import torch\n"
+              "\n"
+              "    import torch.nn\n"
+              "    x = 1\n"
+              "    import faiss  # FAISS: only for a search\n"
+              "    import os\n"
+              "    y = 2\n"
+              "    import re\n")
+    assert unexplained_imports(source) == [2, 12]
+
+
+HEAVY = ("torch", "torchvision", "faiss", "sklearn", "matplotlib", "prefect", "scipy", "dask", "distributed",
+         "numpy", "pandas", "xarray", "zarr")
+
+
+def _imported_by(code: str, packages=HEAVY) -> list[str]:
+    """The top-level ``packages`` that ``code`` leaves in ``sys.modules``, run in a new interpreter on this tree."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({packages!r}))))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """`import aurora_cli.main` and the parse of a command (the options are built from the stage
+    configs) import none of torch, FAISS, scikit-learn, matplotlib, prefect, nor numpy and the store's
+    libraries: a command the warm runner takes, or `aurora-pipeline server status`, pays for none of them."""
+    assert _imported_by("import aurora_cli.main", HEAVY + ("aurora_pipeline", "flows")) == []  # see its top
+    parse = ("import aurora_cli.main as cli\n"
+             "args = cli.build_parser().parse_args(['server', 'status'])\n"
+             "cli.check_values(args)")
+    assert _imported_by(parse) == []

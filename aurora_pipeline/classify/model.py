@@ -33,38 +33,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from aurora_pipeline.artifact import SavedModel, read_artifact
-from aurora_pipeline.config import config_from_dict
+from aurora_pipeline.classify.config import ClassifierConfig  # the settings live there (light); re-exported
 from aurora_pipeline.errors import BadInputError, CheckpointError
 import warnings
 
 CLASSIFIER_FORMAT = "aurora-pipeline-classifier"
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Settings of the linear classifier. The penalty is always l2 (as in the paper), so
-    it is not a setting; the solver is lbfgs, multinomial (softmax) for more than two classes."""
-
-    C: float = 1.0            # inverse l2 strength (scikit-learn's C); 1.0 is scikit-learn's default, which the paper used
-    max_iter: int = 2000      # lbfgs iterations; scikit-learn's 100 stops short on 512-d embeddings
-    standardize: bool = True  # z-score each feature with the training rows' mean and std (saved with the model)
-    cv_folds: int = 5         # stratified folds in cross_validate (paper: 5)
-    seed: int = 0             # shuffles the folds
-
-    def __post_init__(self):
-        if not (isinstance(self.C, (int, float)) and np.isfinite(self.C) and self.C > 0):
-            raise BadInputError("C", f"must be a positive number, got {self.C!r}", "use 1.0 (smaller = stronger l2)")
-        if not (isinstance(self.max_iter, int) and self.max_iter >= 1):
-            raise BadInputError("max_iter", f"must be a positive integer, got {self.max_iter!r}", "use 2000")
-        if not isinstance(self.standardize, bool):
-            raise BadInputError("standardize", f"must be true or false, got {self.standardize!r}", "use true")
-        if not (isinstance(self.cv_folds, int) and self.cv_folds >= 2):
-            raise BadInputError("cv_folds", f"must be an integer >= 2, got {self.cv_folds!r}", "use 5 as in the paper")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ClassifierConfig":
-        """Build from a mapping (e.g. parsed YAML); unknown keys are refused."""
-        return config_from_dict(cls, values)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,6 +125,7 @@ def fit_classifier(
 
 def _fit_codes(X: np.ndarray, codes: np.ndarray, names: tuple[str, ...], cfg: ClassifierConfig,
                encoder_id: str) -> LinearClassifier:
+    # sklearn: only when fitting (the config and saved-model readers stay light)
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -202,6 +176,7 @@ def cross_validate(
     X = check_features(X, "X")
     codes, names = _encode_labels(y, len(X), class_names)
     if splits is None:
+        # sklearn: only when cross-validating
         from sklearn.model_selection import StratifiedKFold
 
         counts = np.bincount(codes, minlength=len(names))
@@ -231,6 +206,7 @@ def group_folds(y: np.ndarray, groups: np.ndarray, cfg: ClassifierConfig) -> lis
     far as possible: ``cfg.cv_folds`` of them, or fewer when there are fewer groups or a class
     lives in too few groups; None when no split into whole groups (of at least 2 folds) leaves
     every class in every training part."""
+    # sklearn: only when cross-validating
     from sklearn.model_selection import StratifiedGroupKFold
 
     y, groups = np.asarray(y), np.asarray(groups)
@@ -316,6 +292,7 @@ def classification_metrics(true: np.ndarray, pred: np.ndarray, names: tuple[str,
     """JSON-ready metrics: kind, class_names, n_samples, accuracy, precision/recall/f1/support
     per class ({name: value}), their unweighted means (*_macro, as in Table I), and
     confusion_matrix (list of k rows: row = true class, column = predicted class)."""
+    # sklearn: only when scoring
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = np.arange(len(names))
@@ -344,6 +321,7 @@ def save_classifier(clf: LinearClassifier, out_dir: str | os.PathLike, metrics: 
     different classifier already there is refused unless ``overwrite``.
     Returns the path of classifier.json. Raises BadInputError when refusing to overwrite.
     """
+    # sklearn (for its version): only when saving
     import sklearn
 
     return clf.write(out_dir, {"n_features": clf.n_features, "metrics": metrics,

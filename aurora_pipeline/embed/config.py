@@ -6,9 +6,8 @@ runs the encoder with them.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
-
-import numpy as np
 
 from aurora_pipeline.config import check_device_name, config_from_dict
 from aurora_pipeline.errors import BadInputError
@@ -24,7 +23,7 @@ class EmbedConfig:
     dtype: str = "float32"        # dtype of the returned embeddings: float32 or float16
 
     def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1:
             raise BadInputError("batch_size", f"must be a positive integer, got {self.batch_size!r}.", "use 512.")
         if self.dtype not in OUTPUT_DTYPES:
             raise BadInputError("dtype", f"unsupported embedding dtype {self.dtype!r}.", f"use one of {OUTPUT_DTYPES}.")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 
 from aurora_pipeline.errors import StoreError
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.store.core import Store, StoreLike, open_store
 from aurora_pipeline.store.stages import run_stage, split_done, stored_hours
 from aurora_pipeline.store.writer import ensure_embedding, write_embedding
@@ -61,8 +62,8 @@ def check_store_setting(st: Store, sidecar: dict, checkpoint: str) -> None:
     """Refuse (StoreError, one line naming both settings) a store whose preprocessing is not the
     one the checkpoint's encoder expects (recorded by ``import-encoder`` and by ``pretrain``).
     A checkpoint that records no setting, or a store with nothing ingested, is not checked."""
+    # torch (encoder.checkpoint): off this module's import (nightly and flows.embed import it without torch)
     from aurora_pipeline.encoder.checkpoint import encoder_preprocess
-    from aurora_pipeline.ingest.preprocess import PreprocessConfig
 
     want, have = encoder_preprocess(sidecar), st.preprocess
     if want is None or have is None:
@@ -147,6 +148,7 @@ def embed_with_checkpoint(
     With ``dask_address`` the hours are split by site across the cluster's workers, each
     loading the encoder once (GPU workers when the cluster has them).
     """
+    # torch: only when embedding
     from aurora_pipeline.embed.model import EmbedConfig, embed_frames
     from aurora_pipeline.encoder.checkpoint import load_encoder, read_verified, resolve_checkpoint
 
@@ -170,6 +172,7 @@ def embed_with_checkpoint(
 
 def _embed_on_dask(st: Store, checkpoint, sites, start, end, device, overwrite, dtype, address, storage_options,
                    only) -> dict:
+    # dask/distributed: only when embedding on a Dask cluster
     from aurora_pipeline.dask_cluster import dask_client
 
     sites = [s.lower() for s in (sites or st.sites())]

@@ -41,20 +41,23 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import posixpath
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import torch
 from torch import nn
 
 from aurora_pipeline.atomic import atomic_write
-from aurora_pipeline.errors import CheckpointError
+from aurora_pipeline.errors import BadInputError, CheckpointError
 from aurora_pipeline.device import resolve_device
 from aurora_pipeline.encoder.backbone import resnet18_encoder
 import aurora_pipeline
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 
 ENCODER_FILE = "encoder.safetensors"
 HEAD_FILE = "head.safetensors"
@@ -105,9 +108,6 @@ def check_embedding_settings(sidecar: dict, where: str) -> dict[str, Any]:
                               f"pixels in {low}..{high}. {fix}")
     preprocess = sidecar.get("preprocess")
     if preprocess is not None:
-        from aurora_pipeline.errors import BadInputError
-        from aurora_pipeline.ingest.preprocess import PreprocessConfig
-
         try:
             PreprocessConfig(**preprocess)
         except (TypeError, BadInputError) as err:
@@ -128,6 +128,7 @@ def epoch_dir_name(epoch: int) -> str:
 
 
 def _weights_bytes(module: nn.Module) -> bytes:
+    # safetensors: only when writing or reading weights
     from safetensors.torch import save
 
     tensors = {name: value.detach().to("cpu").contiguous() for name, value in module.state_dict().items()}
@@ -227,8 +228,6 @@ def latest_complete(run_dir: str | os.PathLike) -> Path | None:
 
 
 def _fs(path_or_url: str, storage_options: dict | None = None):
-    import fsspec
-
     return fsspec.core.url_to_fs(str(path_or_url), **(storage_options or {}))
 
 
@@ -304,6 +303,7 @@ def read_verified(
 
 def load_weights(module: nn.Module, data: bytes, where: str) -> None:
     """Load safetensors ``data`` into ``module``, refusing wrong keys or shapes."""
+    # safetensors: only when writing or reading weights
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -335,8 +335,6 @@ def load_training_state(checkpoint: str | os.PathLike) -> tuple[dict, dict[str, 
 
     ``training_state`` is loaded with ``torch.load(weights_only=True)`` (no code runs).
     """
-    import pickle
-
     sidecar, blobs = read_verified(str(checkpoint), (ENCODER_FILE, HEAD_FILE, TRAINING_FILE))
     try:
         state = torch.load(io.BytesIO(blobs.pop(TRAINING_FILE)), map_location="cpu", weights_only=True)

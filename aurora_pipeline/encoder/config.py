@@ -13,8 +13,6 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from aurora_pipeline.config import check_device_name, config_from_dict
 from aurora_pipeline.errors import BadInputError
 
@@ -90,7 +88,7 @@ class PretrainConfig:
             object.__setattr__(self, "augment", config_from_dict(AugmentConfig, self.augment, "augment"))
         for name in ("epochs", "batch_size", "image_size", "projection_hidden_dim", "projection_dim", "log_every"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise BadInputError(name, f"must be a positive integer, got {value!r}.", f"use e.g. {getattr(PretrainConfig, name)}.")
         if self.batch_size < 2:
             raise BadInputError("batch_size", "must be >= 2: NT-Xent needs other frames as negatives.", "use 128.")
@@ -102,7 +100,7 @@ class PretrainConfig:
         check_temperature(self.temperature)
         if self.num_threads is not None and self.num_threads < 1:
             raise BadInputError("num_threads", f"must be None or >= 1, got {self.num_threads}.", "use None.")
-        if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, (int, np.integer)) or self.keep_checkpoints < 0:
+        if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, numbers.Integral) or self.keep_checkpoints < 0:
             raise BadInputError("keep_checkpoints", f"must be an integer >= 0, got {self.keep_checkpoints!r}.", "use 2 (0 keeps all).")
         check_device_name(self.device)
 

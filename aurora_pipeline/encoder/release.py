@@ -39,7 +39,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from aurora_pipeline._torchvision_compat import import_torchvision
+from aurora_pipeline.encoder import checkpoint as ckpt
+from aurora_pipeline.encoder.backbone import resnet18_encoder
+from aurora_pipeline.encoder.head import ProjectionHead
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.ingest.preprocess import PreprocessConfig
 
 RELEASE_NAME = "aurora-fm-no-finetune.tar"
 RELEASE_REPOSITORY = "https://huggingface.co/Jwjohnson314/Aurora-FM"
@@ -54,8 +59,6 @@ GREEN = 1  # the input channel that holds the frame (red and blue are zero)
 def release_layout() -> dict[str, tuple[int, ...]]:
     """Every key of the release's state dict and its shape: ``encoder.*`` of a 3-channel torchvision
     ResNet18 without ``fc`` (batch-norm counters included), then the two projector weights."""
-    from aurora_pipeline._torchvision_compat import import_torchvision
-
     model = import_torchvision().models.resnet18(weights=None)
     model.fc = nn.Identity()
     layout = {f"encoder.{name}": tuple(value.shape) for name, value in model.state_dict().items()}
@@ -124,9 +127,6 @@ def check_layout(state: Any, where: str | os.PathLike) -> None:
 def one_channel_modules(state: dict[str, torch.Tensor]) -> tuple[nn.Module, nn.Module]:
     """The release's weights in the project's parts: the 1-channel ResNet18 (green kernel of
     ``conv1``) and the projection head (512 -> 512 -> 64), both loaded strictly."""
-    from aurora_pipeline.encoder.backbone import resnet18_encoder
-    from aurora_pipeline.encoder.head import ProjectionHead
-
     weights = {key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")}
     weights["conv1.weight"] = weights["conv1.weight"][:, GREEN : GREEN + 1].contiguous()
     encoder = resnet18_encoder()
@@ -151,9 +151,6 @@ def import_encoder(path: str | os.PathLike, out_dir: str | os.PathLike, sha256: 
     Raises:
         BadInputError: see :func:`read_release`; ``out_dir`` holds another checkpoint.
     """
-    from aurora_pipeline.encoder import checkpoint as ckpt
-    from aurora_pipeline.ingest.preprocess import PreprocessConfig
-
     if sha256 is not None and (len(sha256.strip()) != 64 or any(c not in "0123456789abcdef" for c in sha256.strip().lower())):
         raise BadInputError("--sha256", f"{sha256!r} is not a SHA-256 digest (64 hex digits)",
                             "pass the file's digest as `sha256sum FILE` prints it")

@@ -311,6 +311,7 @@ def _restore(run_dir, cfg, n_frames, encoder, head, optimizer, order_gen, augmen
 def loss_figure(step_loss: list[float], epoch_loss: list[float]):
     """The loss curve (per step, and each epoch's mean) as a matplotlib Figure, 6 x 3.5 inches,
     titled with what it is and how far the training got."""
+    # matplotlib: only for the loss figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -35,16 +35,17 @@ import numpy as np
 from aurora_pipeline import __version__
 from aurora_pipeline.errors import BadInputError, NoStoreError
 from aurora_pipeline.hours import hour_range, hour_stamp
-from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
+from aurora_pipeline.ingest.preprocess import PreprocessConfig, field_of_view, grid_coordinates, preprocess_frames
 from aurora_pipeline.ingest.read_ahead import read_ahead
 from aurora_pipeline.ingest.setting import resolve_preprocess
 from aurora_pipeline.source.archive import ArchiveFile, fetch, is_local, sha256_of
 from aurora_pipeline.source.cdf import AsiFile, open_asi_cdf
+from aurora_pipeline.source.skymap import read_skymap_file, skymaps_for_files
 from aurora_pipeline.store.core import Store, StoreLike, open_existing_store, open_store, utc_now
 from aurora_pipeline.store.failures import Failure, record_failures
 from aurora_pipeline.store.layout import hour_position
 from aurora_pipeline.store.read import hour_facts
-from aurora_pipeline.store.writer import HourWrite, commit_hours, hide_hours, write_frames
+from aurora_pipeline.store.writer import HourWrite, commit_hours, ensure_skymap, hide_hours, write_frames
 
 log = logging.getLogger(__name__)
 FETCH_ERRORS = (OSError, TimeoutError, ConnectionError)
@@ -309,9 +310,6 @@ def _read_skymaps(todo, cfg, skymaps, storage_options):
     Each skymap needed is fetched and read once. A skymap that is missing, cannot be
     fetched or cannot be read fails the files that need it, naming it; nothing is written.
     """
-    from aurora_pipeline.ingest.preprocess import field_of_view, grid_coordinates
-    from aurora_pipeline.source.skymap import read_skymap_file, skymaps_for_files
-
     chosen, missing = skymaps_for_files(todo, skymaps, storage_options)
     failed = [FileOutcome(f, "failed", problem=missing[f.url].problem, fix=missing[f.url].fix)
               for f in todo if f.url in missing]
@@ -343,8 +341,6 @@ def _read_skymaps(todo, cfg, skymaps, storage_options):
 
 def _store_skymaps(st: Store, todo, skies: dict[str, tuple], cfg) -> dict[str, object]:
     """Store each skymap's coordinates in the site-years that use it; {file url: FieldOfView}."""
-    from aurora_pipeline.store.writer import ensure_skymap
-
     fovs = {}
     for f in todo:
         if f.url in skies:
@@ -368,6 +364,7 @@ def _run(todo, st: Store, cfg, client, kwargs, fovs):
             except Exception as err:  # noqa: BLE001 - re-raised by the driver once the others are recorded
                 yield f, None, err
         return
+    # distributed: only with a Dask client (a serial ingest does without)
     from distributed import as_completed
 
     futures = client.map(_ingest_with_fov, todo, [fovs.get(f.url) for f in todo], store=st.local_path or st.url, cfg=cfg,

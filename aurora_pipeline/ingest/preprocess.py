@@ -40,7 +40,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -48,85 +47,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from aurora_pipeline.errors import BadInputError
-from aurora_pipeline.source.sites import ALTITUDES_KM, DEFAULT_ALTITUDE_KM
-
-
-FOV_KINDS = ("oath", "circle", "elevation")
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    fov: str = "oath"              # "oath": OATH's framing (no crop); "circle": inscribed circle, cropped;
-                                   # "elevation": skymap el >= min_elevation, cropped
-    fov_shrink: float = 0.15       # fraction of the field-of-view radius removed at the horizon (paper: 15%)
-    fov_radius: float | None = None  # radius of the imager's circular field of view in pixels; None = half the frame
-    min_elevation: float = 13.5    # degrees, with fov="elevation": the paper's 15% crop as an elevation (0.15 * 90)
-    map_altitude_km: float = float(DEFAULT_ALTITUDE_KM)  # with fov="elevation": the altitude of the stored lat/lon (90, 110 or 150)
-    low_percentile: float = 1.0    # m in eq. 1
-    high_percentile: float = 99.0  # M in eq. 1 is this percentile of x - m
-    image_size: int = 128          # output frames are image_size x image_size
-    block_frames: int = 16         # frames processed at once (bounds memory, not results; 16 stay in cache)
-
-    def __post_init__(self):
-        if self.fov not in FOV_KINDS:
-            raise BadInputError("fov", f"must be one of {FOV_KINDS}, got {self.fov!r}",
-                                "use 'oath' or 'circle' (no skymap), or 'elevation' (with --skymaps)")
-        if not 0.0 <= self.min_elevation < 90.0:
-            raise BadInputError("min_elevation", f"must be in [0, 90) degrees, got {self.min_elevation}",
-                                "use the paper's 13.5 (15% of the radius of an equidistant fisheye)")
-        if float(self.map_altitude_km) not in ALTITUDES_KM:
-            raise BadInputError("map_altitude_km", f"must be one of {ALTITUDES_KM} km, got {self.map_altitude_km}",
-                                "use 110 (the skymaps map lat/lon at 90, 110 and 150 km)")
-        if not 0.0 <= self.fov_shrink < 1.0:
-            raise BadInputError("fov_shrink", f"must be in [0, 1), got {self.fov_shrink}", "use e.g. 0.15")
-        if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
-            raise BadInputError(
-                "percentiles",
-                f"need 0 <= low < high <= 100, got {self.low_percentile}, {self.high_percentile}",
-                "use the paper's 1 and 99",
-            )
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, (int, np.integer)) \
-                or not 8 <= self.image_size <= 512:
-            raise BadInputError("image_size", f"must be a whole number of pixels in 8..512, got {self.image_size!r}",
-                                "use 128 (THEMIS frames are 256 x 256; more only interpolates)")
-
-    def setting(self) -> dict:
-        """The parameters that decide the output frames, as a plain dict (the store's one setting)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "block_frames"}
-
-    def as_attrs(self) -> dict:
-        """The parameters as flat attributes prefixed ``preprocess_`` (for the store)."""
-        out = {f"preprocess_{key}": "none" if value is None else value for key, value in self.setting().items()}
-        if self.fov == "oath":
-            out["preprocess_method"] = (
-                "framed like OATH (Clausen & Nickisch 2018) and the published Aurora-FM encoder's input: the whole "
-                "frame, no crop; eq. 1 of Johnson et al.: a = x - p_low(x), a = a / p_high(a) (percentiles over the "
-                "whole frame; a / max(a) where p_high(a) is 0), clip to [0, 1]; 0 outside the centred circle "
-                "sqrt((x-c)^2 + (y-c)^2) <= int((1 - fov_shrink) * c), c = half the frame side; uint8 = "
-                "floor(255 * value); bilinear antialiased resize of those uint8 values to image_size, rounded")
-            return out
-        if self.fov == "circle":
-            fov = ("field of view: the frame's inscribed circle (no skymap) shrunk by fov_shrink of its radius, "
-                   "outside set to 0, cropped to the circle's bounding square")
-        else:
-            fov = ("field of view: the skymap's pixels with elevation >= min_elevation degrees, outside set to 0, "
-                   "cropped to the square around their bounding box; el/az/lat/lon (lat/lon at map_altitude_km) "
-                   "resampled bilinearly at each output pixel's centre")
-        out["preprocess_method"] = (
-            f"{fov}; eq. 1 of Johnson et al.: clip((x - p_low) / p_high(x - p_low), 0, 1) over pixels inside the "
-            "field of view; bilinear antialiased resize to image_size; uint8 = round(255 * value)"
-        )
-        return out
-
-    @classmethod
-    def from_attrs(cls, attrs: dict) -> "PreprocessConfig":
-        kwargs = {}
-        for field in dataclasses.fields(cls):
-            key = f"preprocess_{field.name}"
-            if key in attrs:
-                value = attrs[key]
-                kwargs[field.name] = None if value == "none" else value
-        return cls(**kwargs)
+from aurora_pipeline.ingest.config import FOV_KINDS, PreprocessConfig  # noqa: F401 - the setting lives there (light); re-exported
 
 
 def fov_geometry(shape: tuple[int, int], cfg: PreprocessConfig) -> tuple[slice, slice, np.ndarray]:
@@ -375,6 +296,7 @@ def grid_coordinates(skymap, fov: FieldOfView, cfg: PreprocessConfig) -> dict[st
         {"el", "az", "lat", "lon"}: float32 (image_size, image_size), degrees
         (az in [0, 360), lon in [-180, 180)).
     """
+    # scipy: only with skymaps (the preprocessing of frames does without)
     from scipy.ndimage import map_coordinates
 
     if tuple(np.asarray(skymap.el).shape) != tuple(fov.frame_shape):

@@ -21,7 +21,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from aurora_pipeline.classify.model import ClassifierConfig, cross_validate, fit_classifier, save_classifier
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.ingest.preprocess import PreprocessConfig, fov_geometry, oath_images_to_frames, resize, to_uint8
+from aurora_pipeline.oath.dataset import load_oath
 
 _CHUNK = 256  # images decoded and converted at once (bounds the float copies)
 
@@ -37,9 +40,6 @@ def oath_frames(ds, indices: np.ndarray, setting: dict) -> np.ndarray:
     Raises:
         BadInputError: ``fov="elevation"`` (OATH's images carry no skymap).
     """
-    from aurora_pipeline.ingest.preprocess import (PreprocessConfig, fov_geometry, oath_images_to_frames, resize,
-                                                   to_uint8)
-
     cfg = PreprocessConfig(**setting)
     if cfg.fov == "elevation":
         raise BadInputError("preprocess", "the encoder's frames were cut by a skymap's elevation (fov=elevation); "
@@ -58,8 +58,6 @@ def oath_frames(ds, indices: np.ndarray, setting: dict) -> np.ndarray:
 
 def encoder_setting(meta: dict) -> tuple[dict, str | None]:
     """The preprocessing setting the checkpoint's frames are in, and a note when it had to be assumed."""
-    from aurora_pipeline.ingest.preprocess import PreprocessConfig
-
     if meta.get("preprocess") is not None:
         return meta["preprocess"], None
     size = int(meta["config"]["image_size"])
@@ -98,10 +96,9 @@ def fit_oath_classifier(
             ``out_dir`` holding another classifier (without ``overwrite``).
         CheckpointError: the checkpoint is not a valid encoder checkpoint.
     """
-    from aurora_pipeline.classify.model import ClassifierConfig, cross_validate, fit_classifier, save_classifier
+    # torch: only when fitting (flows.classify imports this module without torch)
     from aurora_pipeline.embed.model import EmbedConfig, embed_frames
     from aurora_pipeline.encoder.checkpoint import load_encoder
-    from aurora_pipeline.oath.dataset import load_oath
 
     tell = progress or (lambda message: None)
     cfg = cfg or ClassifierConfig()

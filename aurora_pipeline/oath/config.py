@@ -7,14 +7,13 @@ with the paper's (``aurora_pipeline.oath.report.changed_settings``).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from aurora_pipeline.classify.model import ClassifierConfig
-from aurora_pipeline.cluster.model import ClusterConfig
+from aurora_pipeline.classify.config import ClassifierConfig
+from aurora_pipeline.cluster.config import ClusterConfig
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.encoder.config import PretrainConfig
 from aurora_pipeline.errors import BadInputError
@@ -71,7 +70,7 @@ class OathBenchmarkConfig:
         for name in ("epochs", "batch_size", "image_size", "supervised_epochs", "classifier_max_iter",
                      "pixel_size", "kmeans_n_init", "silhouette_sample", "montage_per_group"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise BadInputError(name, f"must be a positive integer, got {value!r}.",
                                     f"use e.g. {getattr(OathBenchmarkConfig, name)}.")
         if self.max_images_per_class is not None and (
@@ -137,7 +136,7 @@ def parse_splits(value: str | Sequence[int]) -> tuple[int, ...]:
     fix = "give split rows 0..4, e.g. '0,1,2,3,4'."
     items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
     try:
-        out = tuple(int(v) for v in items if isinstance(v, (int, np.integer, str)) and not isinstance(v, bool))
+        out = tuple(int(v) for v in items if isinstance(v, (numbers.Integral, str)) and not isinstance(v, bool))
     except ValueError:
         raise BadInputError("splits", f"{value!r} holds a non-integer.", fix) from None
     if not out or len(out) != len(items) or len(set(out)) != len(out) or not all(0 <= s < N_SPLITS for s in out):

@@ -456,6 +456,7 @@ def _to_unit_float(green: list[np.ndarray], image_size: int | None) -> np.ndarra
     x = np.stack([g.astype(np.float32) for g in green]) / np.float32(65535)
     if image_size is None or x.shape[1:] == (image_size, image_size):
         return x
+    # torch: only for the tensors of a training run (reading OATH does without)
     import torch
     import torch.nn.functional as F
 

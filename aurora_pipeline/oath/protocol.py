@@ -47,6 +47,7 @@ from aurora_pipeline.oath.dataset import OATH_CLASS_COUNTS, OathData, load_oath
 from aurora_pipeline.classify.model import classification_metrics
 from aurora_pipeline.classify.model import fit_classifier
 from aurora_pipeline.cluster.model import assign_clusters, scan_k, silhouette_of_labels
+from aurora_pipeline.oath.archive_classifier import encoder_setting, oath_frames
 from aurora_pipeline.oath.report import finish_run
 
 Progress = Callable[[str], None]
@@ -88,8 +89,8 @@ def prepare_data(oath_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: O
             raise BadInputError(f"split {i}", f"its training part holds no image of {absent}.",
                                 "use more images per class (max_images_per_class).")
     if cfg.checkpoint is not None:  # the frames as a store of the encoder's setting holds them
+        # torch (encoder.checkpoint): only with a checkpoint
         from aurora_pipeline.encoder.checkpoint import read_verified, resolve_checkpoint
-        from aurora_pipeline.oath.archive_classifier import encoder_setting, oath_frames
 
         setting, _ = encoder_setting(read_verified(resolve_checkpoint(cfg.checkpoint), ())[0])
         tell(f"loading {len(ds)} OATH images as the encoder's frames ({setting['fov']} framing, "
@@ -127,6 +128,7 @@ def with_checkpoint(cfg: OathBenchmarkConfig) -> OathBenchmarkConfig:
     """
     if cfg.checkpoint is None:
         return cfg
+    # torch: only with a checkpoint
     from aurora_pipeline.encoder.checkpoint import check_embedding_settings, read_verified, resolve_checkpoint
 
     where = resolve_checkpoint(cfg.checkpoint)
@@ -136,6 +138,7 @@ def with_checkpoint(cfg: OathBenchmarkConfig) -> OathBenchmarkConfig:
 
 def given_encoder(cfg: OathBenchmarkConfig) -> dict[str, Any]:
     """The encoder ``cfg.checkpoint`` in the form ``pretrain_encoder`` returns (no pre-training was run)."""
+    # torch: only when an encoder is loaded or trained
     from aurora_pipeline.encoder.backbone import resnet18_encoder
     from aurora_pipeline.encoder.checkpoint import load_encoder
 
@@ -158,6 +161,7 @@ def pretrain_encoder(data: OathData, cfg: OathBenchmarkConfig, out_dir: str | os
     Raises:
         CheckpointError: ``out_dir/encoder`` holds a run with other settings or images.
     """
+    # torch: only when an encoder is loaded or trained
     from aurora_pipeline.encoder.backbone import resnet18_encoder
     from aurora_pipeline.encoder.train import pretrain
 
@@ -189,6 +193,7 @@ def embed_images(data: OathData, encoder: dict[str, Any], cfg: OathBenchmarkConf
                  out_dir: str | os.PathLike) -> np.ndarray:
     """The 512-d representation h of every image, (n, 512) float32; also saved with the
     labels as ``out_dir/embeddings.npz`` (arrays ``embedding``, ``label``)."""
+    # torch: only when embedding
     from aurora_pipeline.encoder.checkpoint import load_encoder
     from aurora_pipeline.embed.model import EmbedConfig, embed_frames
 
@@ -248,6 +253,7 @@ def evaluate_linear(X: np.ndarray, data: OathData, cfg: OathBenchmarkConfig, enc
 def evaluate_pixels(data: OathData, cfg: OathBenchmarkConfig) -> dict[str, Any]:
     """A floor: the same logistic regression on the images downsampled to
     ``pixel_size`` x ``pixel_size`` (antialiased), each pixel standardised."""
+    # torch: only for the pixel baseline
     import torch
 
     from aurora_pipeline.encoder.backbone import frames_to_input
@@ -266,6 +272,7 @@ def evaluate_supervised(data: OathData, cfg: OathBenchmarkConfig, *, imagenet: b
 
     ``imagenet=True`` starts from ``cfg.imagenet_weights`` (BadInputError when None).
     """
+    # torch: only for the supervised baseline
     from aurora_pipeline.oath.supervised import predict_supervised, train_supervised
 
     if imagenet and cfg.imagenet_weights is None:

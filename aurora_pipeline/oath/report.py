@@ -370,6 +370,7 @@ def write_figures(data: OathData, models: dict[str, Any], clustering: dict[str, 
 
 def environment(cfg: OathBenchmarkConfig) -> dict[str, Any]:
     """Package versions and the device the run used."""
+    # sklearn, torch: only for the report's environment (the report's writers stay light)
     import sklearn
     import torch
 

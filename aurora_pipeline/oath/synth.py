@@ -80,6 +80,7 @@ def rotate_like_release(image: np.ndarray, angle: int) -> np.ndarray:
     size, black outside. ``image`` is (y, x) with y pointing down."""
     if angle % 90 == 0:
         return np.rot90(image, k=-(angle // 90) % 4).copy()
+    # scipy: only for the rotated layout
     from scipy import ndimage
 
     # scipy's positive angles turn counter-clockwise on screen, hence the minus.
@@ -154,6 +155,7 @@ def _write_label_file(path: Path, labels: np.ndarray, angles: np.ndarray) -> Non
 
 def _write_image(job: tuple[str, str, int, int, int]) -> None:
     """Render one scene and write it as the release does: 16-bit RGB, green only."""
+    # scipy (synth.scenes): only in the worker that draws an image
     from aurora_pipeline.synth.scenes import render_oath_image
 
     path, kind, image_seed, angle, size = job

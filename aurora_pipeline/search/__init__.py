@@ -18,6 +18,8 @@ Attributes are imported on first use, so ``import aurora_pipeline.search.config`
 free of FAISS.
 """
 
+import importlib
+
 _EXPORTS = {
     "IndexConfig": "config", "QueryConfig": "config", "build_index": "driver", "update_index": "driver",
     "index_store": "driver", "similar": "query", "open_index": "query", "find_similar": "query",
@@ -27,8 +29,6 @@ _EXPORTS = {
 
 def __getattr__(name):
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(f"aurora_pipeline.search.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'aurora_pipeline.search' has no attribute {name!r}")
 

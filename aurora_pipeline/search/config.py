@@ -6,9 +6,8 @@ these defaults without importing FAISS.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
-
-import numpy as np
 
 from aurora_pipeline.config import config_from_dict
 from aurora_pipeline.errors import BadInputError
@@ -17,7 +16,7 @@ from aurora_pipeline.errors import BadInputError
 def _positive(name: str, value, default, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise BadInputError(name, f"must be a positive integer{' or None' if allow_none else ''}, got {value!r}.",
                             f"use the default {default!r}.")
 

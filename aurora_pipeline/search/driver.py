@@ -330,6 +330,7 @@ def _finish(report: IndexReport, saved: SavedIndex, started: float) -> dict:
 
 
 def _check_checkpoint(checkpoint: str, model: str, storage_options: dict | None) -> None:
+    # torch (encoder.checkpoint): only when checking a checkpoint
     from aurora_pipeline.encoder.checkpoint import read_verified, resolve_checkpoint
 
     sidecar, _ = read_verified(resolve_checkpoint(checkpoint, storage_options), (), storage_options)

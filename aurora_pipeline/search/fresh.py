@@ -31,8 +31,9 @@ import pandas as pd
 
 from aurora_pipeline.errors import StoreError
 from aurora_pipeline.hours import to_time
+from aurora_pipeline.search.driver import FACT_COLUMNS, fingerprint, store_hours
 from aurora_pipeline.search.index import normalized
-from aurora_pipeline.search.saved import SavedIndex, index_location
+from aurora_pipeline.search.saved import BUILD_COMMAND, SavedIndex, index_location
 from aurora_pipeline.store import Store, read_hour
 
 MAX_EXACT_FRAMES = 200_000  # frames a query searches exactly outside the index (about 400 MB of 512-d float32 read)
@@ -49,8 +50,6 @@ class Agreement:
 
 def build_command(st: Store, saved: SavedIndex) -> str:
     """The command that brings this index up to date."""
-    from aurora_pipeline.search.saved import BUILD_COMMAND
-
     command = BUILD_COMMAND.format(store=st.url)
     if saved.location and saved.location != index_location(st.url):
         command += f" --index {saved.location}"
@@ -63,8 +62,6 @@ def compare(st: Store, saved: SavedIndex, *, sites: list[str] | None, start, end
     Raises:
         StoreError: more than ``MAX_EXACT_FRAMES`` frames would have to be searched exactly.
     """
-    from aurora_pipeline.search.driver import FACT_COLUMNS, fingerprint, store_hours
-
     span = saved.meta["range"]
     wanted = [s for s in (span["sites"] or st.sites()) if s in st.sites() and (sites is None or s in sites)]
     facts = store_hours(st, wanted, span["start"], span["end"]) if wanted else pd.DataFrame(columns=FACT_COLUMNS)

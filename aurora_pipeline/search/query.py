@@ -34,12 +34,17 @@ import pandas as pd
 
 from aurora_pipeline.errors import BadInputError, CheckpointError, StoreError
 from aurora_pipeline.hours import time_range, to_hour, to_time
+from aurora_pipeline.ingest.preprocess import preprocess_frames
+from aurora_pipeline.ingest.setting import resolve_preprocess
+from aurora_pipeline.pngio import read_png16
 from aurora_pipeline.search.catalog import DEAD
 from aurora_pipeline.source.sites import check_site
 from aurora_pipeline.search.config import QueryConfig
 from aurora_pipeline.search.fresh import build_command, compare, exact_candidates
 from aurora_pipeline.search.saved import SavedIndex, index_location, load_index
 from aurora_pipeline.search.index import normalized
+from aurora_pipeline.source.archive import check_site_codes
+from aurora_pipeline.source.cdf import read_asi_cdf
 from aurora_pipeline.store import SLOTS_PER_HOUR, Store, hour_facts, open_store, read_hour, read_slots
 from aurora_pipeline.store.layout import hour_position
 from aurora_pipeline.store.core import StoreLike
@@ -109,10 +114,9 @@ def stored_query(st: Store, saved: SavedIndex, site: str, time) -> Query:
 def image_query(st: Store, saved: SavedIndex, raw: np.ndarray, source: str, checkpoint: str | None,
                 device: str = "cpu", site: str | None = None, time=None) -> Query:
     """Preprocess a raw frame (y, x) with the store's setting and embed it with the index's encoder."""
+    # torch: only for a query by image
     from aurora_pipeline.embed.model import EmbedConfig, embed_frames
     from aurora_pipeline.encoder.checkpoint import load_encoder
-    from aurora_pipeline.ingest.preprocess import preprocess_frames
-    from aurora_pipeline.ingest.setting import resolve_preprocess
 
     if not st.preprocess:
         raise StoreError(f"{st.url}: no preprocessing setting recorded (nothing ingested). Fix: ingest first.")
@@ -134,8 +138,6 @@ def image_query(st: Store, saved: SavedIndex, raw: np.ndarray, source: str, chec
 
 
 def cdf_query(st: Store, saved: SavedIndex, path: str, frame: int, checkpoint: str | None, device: str = "cpu") -> Query:
-    from aurora_pipeline.source.cdf import read_asi_cdf
-
     asi = read_asi_cdf(path)
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(asi.images):
         raise BadInputError(f"{path} --frame {frame!r}", f"the file has frames 0..{len(asi.images) - 1}",
@@ -145,8 +147,6 @@ def cdf_query(st: Store, saved: SavedIndex, path: str, frame: int, checkpoint: s
 
 
 def png_query(st: Store, saved: SavedIndex, path: str, checkpoint: str | None, device: str = "cpu") -> Query:
-    from aurora_pipeline.pngio import read_png16
-
     rgb = read_png16(path)
     return image_query(st, saved, rgb.max(axis=2), str(path), checkpoint, device)  # grey, or OATH's green channel
 
@@ -273,8 +273,6 @@ def find_similar(st: Store, saved: SavedIndex, query: Query, *, k: int = QueryCo
         raise BadInputError(query.source, f"a {len(query.vector)}-d query for an index of {saved.vectors.params['d']}-d "
                             "vectors", "query with the index's encoder")
     if sites is not None:
-        from aurora_pipeline.source.archive import check_site_codes
-
         sites = check_site_codes(sites, "--sites")
     unknown = [s for s in sites or [] if s not in saved.catalog.sites and s not in st.sites()]
     if unknown:

@@ -36,14 +36,17 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+import fsspec
 import numpy as np
 import pandas as pd
 
+from aurora_pipeline import __version__
 from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import BadInputError, StoreError
 from aurora_pipeline.store.core import StoreLike
 from aurora_pipeline.search.catalog import Catalog
 from aurora_pipeline.search.index import VectorIndex
+from aurora_pipeline.store.locks import store_lock
 
 FORMAT = "aurora-pipeline similarity index"
 INDEX_FORMAT_VERSION = 1
@@ -100,8 +103,6 @@ def index_location(store: str, index: str | None = None) -> str:
 
 
 def _fs(location: str, storage_options: dict | None):
-    import fsspec
-
     return fsspec.core.url_to_fs(location, **(storage_options or {}))
 
 
@@ -130,9 +131,6 @@ def save_index(saved: SavedIndex, location: str, storage_options: dict | None = 
         IndexChangedError: the sidecar is no longer the one ``replaces`` names (another run
             replaced it meanwhile); the data files this call wrote are removed again.
     """
-    from aurora_pipeline import __version__
-    from aurora_pipeline.store.locks import store_lock
-
     fs, root = _fs(location, storage_options)
     check_index_folder(location, storage_options)
     fs.makedirs(root, exist_ok=True)

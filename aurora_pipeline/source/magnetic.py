@@ -51,8 +51,10 @@ are missing.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import io
+import logging
 import warnings
 
 import numpy as np
@@ -196,8 +198,8 @@ def pixel_coordinates(lat: np.ndarray, lon: np.ndarray, altitude_km: float, when
 def _aacgmv2():
     """aacgmv2, imported with its start-up output to stderr silenced."""
     with contextlib.redirect_stderr(io.StringIO()):
+        # aacgmv2: imported on first use, with its start-up output silenced
         import aacgmv2
-    import logging
 
     logging.getLogger("aacgmv2_logger").setLevel(logging.ERROR)
     return aacgmv2
@@ -206,8 +208,6 @@ def _aacgmv2():
 @functools.lru_cache(maxsize=4096)
 def _site_aacgm(lat: float, lon: float, altitude_km: float, year: int) -> tuple[tuple[float, float], ...]:
     """((mlat, mlon) on 1 January of ``year``, (mlat, mlon) on 1 January of the next year)."""
-    import datetime as dt
-
     a = _aacgmv2()
     ends = [dt.datetime(year, 1, 1), dt.datetime(year + 1, 1, 1)]
     if year + 1 >= VALID_YEARS[1]:
@@ -225,8 +225,7 @@ def _mlt0_spline(year: int):
     outside the valid years. Built from one ``aacgmv2.convert_mlt`` per hour (0.2 s a year)."""
     if not VALID_YEARS[0] <= year < VALID_YEARS[1]:
         return None
-    import datetime as dt
-
+    # scipy: only when MLT is computed (open_site without magnetic coordinates does without)
     from scipy.interpolate import CubicSpline
 
     start = dt.datetime(year, 1, 1)
@@ -254,6 +253,7 @@ def lazy_frame_coords(times: np.ndarray, position: tuple[float, float, float] | 
                       altitude_km: float = ALTITUDE_KM) -> dict:
     """``{"mlat": (...), "mlt": (...)}`` xarray coordinate tuples along ``time``, computed only when
     read (dask): nothing of aacgmv2 is imported or called by opening. All NaN without a position."""
+    # dask.array: off `import aurora_pipeline.store` (store.read imports this module)
     import dask.array as da
 
     t = da.from_array(np.asarray(times).astype("datetime64[ms]").astype(np.int64), chunks=FRAME_BLOCK, name=False)
@@ -278,6 +278,7 @@ def _frame_block(t_ms: np.ndarray, lat: float, lon: float, altitude_km: float, w
 def lazy_pixel_coords(lat: np.ndarray, lon: np.ndarray, altitude_km: float, epoch: np.datetime64) -> dict:
     """``{"pixel_mlat": ..., "pixel_mlon": ...}`` (y, x) coordinate tuples of the skymap's ``lat``/``lon``
     at ``altitude_km``, for the field at ``epoch`` (computed only when read)."""
+    # dask: off `import aurora_pipeline.store`, as above
     import dask
     import dask.array as da
 

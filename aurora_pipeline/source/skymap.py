@@ -133,6 +133,7 @@ class Skymap:
 
     def to_dataset(self):
         """The skymap as an ``xarray.Dataset`` on (y, x) (and ``altitude`` for lat/lon), CF attributes."""
+        # xarray: the source side stays free of xarray (only to_dataset needs it)
         import xarray as xr
 
         return xr.Dataset(
@@ -378,6 +379,7 @@ def _url(fs, path: str, root: str) -> str:
 
 
 def _readsav(path: Path, label: str):
+    # scipy: only when a skymap .sav file is read
     import scipy.io
 
     try:

@@ -28,6 +28,7 @@ import zarr.storage
 from aurora_pipeline import __version__
 from aurora_pipeline.errors import NoStoreError, StoreError
 from aurora_pipeline.store import layout
+from aurora_pipeline.store.damage import damage_error
 from aurora_pipeline.store.facts import FACTS, facts_template
 from aurora_pipeline.store.formats import format_problem
 from aurora_pipeline.store.locks import store_lock
@@ -276,8 +277,6 @@ def _serves(st: Store, mode: str) -> bool:
 
 def raise_if_damaged(st: Store) -> None:
     """Raise the BadInputError that names the store's damaged metadata, if any is (see damage.py)."""
-    from aurora_pipeline.store.damage import damage_error
-
     err = damage_error(st)
     if err is not None:
         raise err from None

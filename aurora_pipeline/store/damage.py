@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+import fsspec
+
 from aurora_pipeline.errors import BadInputError
 
 LOCKS_FOLDER = ".aurora-locks"
@@ -17,8 +19,6 @@ LOCKS_FOLDER = ".aurora-locks"
 
 def damaged_metadata(store, storage_options: dict | None = None) -> list[str]:
     """The ``zarr.json`` files under ``store`` (path or URL) that are not a JSON object, relative to its root."""
-    import fsspec
-
     fs, root = fsspec.core.url_to_fs(str(getattr(store, "url", store)).removeprefix("file://"),
                                      **(storage_options or getattr(store, "storage_options", None) or {}))
     root = root.rstrip("/")

@@ -23,8 +23,11 @@ centroids              str      centroids id of the hour's clusters
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import xarray as xr
+from zarr.core.sync import sync
 
 from aurora_pipeline.store import layout
 
@@ -58,10 +61,6 @@ def read_facts(group, names: tuple[str, ...] | None = None) -> dict[str, np.ndar
 
     The arrays are fetched concurrently (one object each): the cost is one round trip, not one per fact.
     """
-    import asyncio
-
-    from zarr.core.sync import sync
-
     names = tuple(names or FACTS)
     arrays = [group[f"hour_{name}"].async_array for name in names]
     async def fetch_all():

@@ -11,17 +11,24 @@ labels and clusters stay lazy (Dask); computing them reads only the chunks they 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures as cf
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
+from zarr.core.sync import sync
 
 from aurora_pipeline.errors import BadInputError, StoreError
 from aurora_pipeline.hours import time_range, to_hour, to_time
+from aurora_pipeline.source import magnetic
+from aurora_pipeline.source.magnetic import outside_valid_years, range_warning
 from aurora_pipeline.source.sites import check_site
 from aurora_pipeline.store import layout
-from aurora_pipeline.store.core import Store, StoreLike, open_store
+from aurora_pipeline.store.core import Store, StoreLike, open_store, raise_if_damaged
 from aurora_pipeline.store.facts import FACTS, read_facts
 from aurora_pipeline.store.regions import hour_slot_index, read_rows
 
@@ -167,10 +174,6 @@ _READ_FACTS = ("frames", "skymap", *sorted(set(DERIVED.values())))
 
 async def _read_year(group, year: int, start, end, variables) -> _YearPiece | None:
     """One site-year's facts, frame times and array handles, fetched concurrently (a few round trips)."""
-    import asyncio
-
-    import zarr
-
     agroup = zarr.AsyncGroup(metadata=group.metadata, store_path=group.store_path)  # zarr's public async view, no I/O
     fact_arrays = await asyncio.gather(*(agroup.getitem(f"hour_{name}") for name in _READ_FACTS))
     values = await asyncio.gather(*(a.getitem(slice(None)) for a in fact_arrays))
@@ -199,10 +202,6 @@ async def _read_year(group, year: int, start, end, variables) -> _YearPiece | No
 
 
 def _read_years(st: Store, site: str, years: list[int], start, end, variables) -> list[_YearPiece]:
-    import asyncio
-
-    from zarr.core.sync import sync
-
     groups = [st.year_group(site, y) for y in years]
 
     async def read_all():
@@ -211,8 +210,6 @@ def _read_years(st: Store, site: str, years: list[int], start, end, variables) -
     try:
         return [p for p in sync(read_all()) if p is not None]
     except (ValueError, UnicodeDecodeError):  # an array's zarr.json that is not JSON: name it
-        from aurora_pipeline.store.core import raise_if_damaged
-
         raise_if_damaged(st)
         raise
 
@@ -220,8 +217,7 @@ def _read_years(st: Store, site: str, years: list[int], start, end, variables) -
 def _lazy_rows(array, slots: np.ndarray, rows: int):
     """The rows ``slots`` of a zarr array as a dask array in blocks of ``rows`` frames; each block
     reads only the chunks that hold its slots, when computed."""
-    import hashlib
-
+    # dask.array: off `import aurora_pipeline.store` (only when a site is opened)
     import dask.array as da
 
     blocks = [slots[i: i + rows] for i in range(0, len(slots), rows)]
@@ -238,6 +234,7 @@ def _read_block(array, slots: np.ndarray, tail: tuple) -> np.ndarray:
 
 def _site_variable(name: str, pieces: list[_YearPiece], rows: int) -> xr.Variable:
     """``name`` over every piece (fill values where a site-year lacks it), CF-decoded as xarray would."""
+    # dask.array: off `import aurora_pipeline.store`, as above
     import dask.array as da
 
     first = next(p.arrays[name] for p in pieces if name in p.arrays)
@@ -344,8 +341,6 @@ def _magnetic_coords(site: str, pieces: list[_YearPiece], skymaps: np.ndarray, t
     The position: the first skymap of the frames that recorded one (``skymap_site_position``),
     else the published THEMIS table. Nothing is computed here; frames outside AACGM's years
     are only counted (the caller warns)."""
-    from aurora_pipeline.source import magnetic
-
     position, source = None, "none (no skymap position and not in THEMIS_POSITIONS)"
     used = _used_skymaps(pieces)
     if used:
@@ -414,8 +409,6 @@ def _in_threads(f, items) -> list:
     items = list(items)
     if len(items) < 2:
         return [f(x) for x in items]
-    import concurrent.futures as cf
-
     with cf.ThreadPoolExecutor(max_workers=min(OPEN_THREADS, len(items))) as pool:
         return list(pool.map(f, items))
 
@@ -442,8 +435,6 @@ def open_site(store: StoreLike, site: str, start=None, end=None, *, variables: l
     ds = _open_site(st, site, start, end, variables)
     outside = _outside_aacgm(ds)
     if outside:
-        from aurora_pipeline.source.magnetic import range_warning
-
         range_warning(f"{st.url} {site}", outside)
     return ds
 
@@ -460,8 +451,6 @@ def _open_site(st: Store, site: str, start, end, variables) -> xr.Dataset:
 
 def _outside_aacgm(ds: xr.Dataset) -> int:
     """Frames of ``ds`` outside AACGM-v2's valid years (cheap: two comparisons on the sorted times)."""
-    from aurora_pipeline.source.magnetic import outside_valid_years
-
     t = ds["time"].values
     return outside_valid_years(t) if len(t) and outside_valid_years(t[[0, -1]]) else 0
 
@@ -503,7 +492,5 @@ def open_sites(store: StoreLike, sites: list[str] | None = None, start=None, end
     out.attrs["sites"] = " ".join(sites)
     outside = _outside_aacgm(out)
     if outside:  # once for all the sites
-        from aurora_pipeline.source.magnetic import range_warning
-
         range_warning(f"{st.url} {', '.join(sites)}", outside)
     return out

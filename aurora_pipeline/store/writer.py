@@ -74,8 +74,6 @@ def write_frames(st: Store, site: str, hour, frames: np.ndarray) -> list[str]:
     group = st.year_group(site, year, create=True)
     size = group["frames"].shape[1:]
     if tuple(frames.shape[1:]) != tuple(size):
-        from aurora_pipeline.errors import StoreError
-
         raise StoreError(f"{st.url}: frames of {frames.shape[1:]} for a store of {size} frames")
     return write_hour_rows(group, index, {"frames": frames})
 

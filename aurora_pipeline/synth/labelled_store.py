@@ -14,6 +14,10 @@ from typing import Callable
 
 import numpy as np
 
+from aurora_pipeline.hours import to_hour
+from aurora_pipeline.store import layout, open_store
+from aurora_pipeline.store.writer import HourWrite, commit_hours, ensure_labels, set_stage, write_small
+
 CLASSES = ["arc", "diffuse", "discrete", "cloudy", "moon", "clear"]
 
 
@@ -29,10 +33,6 @@ def write_labelled_store(path, site: str, hours, labels: Callable, *, frames_per
         probabilities: ``probabilities(hour, times, labels) -> (n, k)`` float; default one-hot.
         image_size: the store's recorded frame size (frames themselves are not written).
     """
-    from aurora_pipeline.hours import to_hour
-    from aurora_pipeline.store import layout, open_store
-    from aurora_pipeline.store.writer import HourWrite, commit_hours, ensure_labels, set_stage, write_small
-
     st = open_store(path, mode="a")
     st.set_preprocess({"image_size": int(image_size)}, {})
     hours = [to_hour(h) for h in hours]
