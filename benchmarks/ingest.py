@@ -62,9 +62,14 @@ def stdlib_gzip():
 
 
 def inflater() -> str:
+    """What cdflib inflates with in this process: "libdeflate" or "stdlib gzip"."""
     import cdflib.cdfread
 
-    return "libdeflate" if cdflib.cdfread.gzip_inflate.__module__ == "deflate" else "stdlib gzip"
+    try:
+        import deflate
+    except ImportError:
+        return "stdlib gzip"
+    return "libdeflate" if cdflib.cdfread.gzip_inflate is deflate.gzip_decompress else "stdlib gzip"
 
 
 def bare_read(path: str) -> int:

@@ -367,7 +367,7 @@ def start_dask_cluster(n_workers: int = 2, env: Mapping[str, str] | None = None)
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: None would mean 8787, shared with any other cluster
         env=dict(env or {}),
         silence_logs=logging.WARNING,
     )
