@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from aurora_cli.options import add_range
+
 
 def add_parsers(sub) -> None:
     """Add the ``keogram`` and ``events`` subparsers to ``sub`` (argparse subparsers)."""
@@ -32,9 +34,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("events", help="a catalogue of auroral events from the frame labels (CSV or Parquet)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--store", required=True, help="Zarr store path or s3:// URL")
-    p.add_argument("--sites", help="comma-separated site codes (default: all)")
-    p.add_argument("--start", help="first time, ISO 8601 UT")
-    p.add_argument("--end", help="end (exclusive), ISO 8601 UT")
+    add_range(p, "first time, ISO 8601 UT")
     p.add_argument("--smooth", default="30s", help="moving-average window of the class probabilities (0s: none)")
     p.add_argument("--min-duration", default="60s", help="shorter runs are merged into a neighbour (0s: none)")
     p.add_argument("--max-gap", help="longest step between frames inside an event (default: 3 x the median step)")

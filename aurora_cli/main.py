@@ -17,7 +17,7 @@ import os
 import sys
 
 from aurora_cli import keogram_events, occurrence, search
-from aurora_cli.options import config_option
+from aurora_cli.options import add_range, config_option
 
 # Only the standard library and aurora_cli's argparse helpers at the top: a command that the warm runner
 # takes imports this module and hands over before any parsing, and `import aurora_cli.main` costs ~0.07 s here.
@@ -36,12 +36,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
-
-
-def _add_range(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sites", help="comma-separated four-letter site codes, e.g. gako,gill (default: all)")
-    p.add_argument("--start", help="first hour, ISO 8601 UT, e.g. 2011-01-06T04")
-    p.add_argument("--end", help="end (exclusive), ISO 8601 UT")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="run the flow ingest-archive: CDF archive -> Zarr store")
     p.add_argument("--archive", required=True, help="local directory, https:// mirror root or s3://bucket/prefix")
     p.add_argument("--store", required=True, help="Zarr store path or s3:// URL")
-    _add_range(p)
+    add_range(p)
     config_option(p, PreprocessConfig, "image_size", default=None, help="side in pixels of the stored frames "
                   f"(8..512; default: the store's own setting, {PreprocessConfig.image_size} for a new store)")
     p.add_argument("--dask-address", help="scheduler address of an existing Dask cluster (default: a LocalCluster)")
@@ -106,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="run the flow pretrain-encoder: SimCLR on the store's frames")
     p.add_argument("--store", required=True)
     p.add_argument("--checkpoint", required=True, help="output directory for checkpoints")
-    _add_range(p)
+    add_range(p)
     config_option(p, PretrainConfig, "epochs")
     config_option(p, PretrainConfig, "batch_size")
     config_option(p, PretrainConfig, "image_size", default=None,
@@ -120,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="run the flow embed-frames: write `embedding` beside `frames`")
     p.add_argument("--store", required=True)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or fsspec URL (s3://...)")
-    _add_range(p)
+    add_range(p)
     config_option(p, EmbedConfig, "device", choices=DEVICE_CHOICES)
     p.add_argument("--overwrite", action="store_true", help="replace another model's embeddings")
     config_option(p, EmbedConfig, "dtype", choices=OUTPUT_DTYPES)
@@ -146,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="run the flow classify-frames: write `label` and `label_probability`")
     p.add_argument("--store", required=True)
     p.add_argument("--classifier", required=True)
-    _add_range(p)
+    add_range(p)
 
     p = sub.add_parser("cluster", help="run the flow cluster-embeddings: K-means, best silhouette, `cluster`")
     p.add_argument("--store", required=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from aurora_cli.options import add_range
+
 NO_FLOW = {"occurrence"}
 
 
@@ -17,9 +19,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("occurrence", help="auroral occurrence by MLT and magnetic latitude from the labels (PNG, CSV)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--store", required=True, help="Zarr store path or s3:// URL")
-    p.add_argument("--sites", help="comma-separated site codes (default: all)")
-    p.add_argument("--start", help="first time, ISO 8601 UT")
-    p.add_argument("--end", help="end (exclusive), ISO 8601 UT")
+    add_range(p, "first time, ISO 8601 UT")
     p.add_argument("--by", default="mlt,mlat", help="bins: any of mlt, mlat, month, year, site (comma-separated)")
     p.add_argument("--min-probability", type=float, help="count only frames whose label has at least this probability")
     p.add_argument("--smooth", help="count the events' smoothed labels over this window (e.g. 30s), "

@@ -19,6 +19,7 @@ import textwrap
 import tokenize
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+FIRST_HOUR_HELP = "first hour, ISO 8601 UT, e.g. 2011-01-06T04"
 _NO_DEFAULT = object()
 
 
@@ -78,3 +79,11 @@ def config_option(parser: argparse.ArgumentParser, cls: type, name: str, *flags:
     kwargs.setdefault("type", kind)
     return parser.add_argument(*flag, dest=name, default=value,
                                help=f"{text} (default {shown})" if default is _NO_DEFAULT else text, **kwargs)
+
+
+def add_range(parser: argparse.ArgumentParser, start_help: str = FIRST_HOUR_HELP) -> None:
+    """``--sites``, ``--start`` and ``--end``: which sites and which span of UT a command works on
+    (checked once, at the edge, by ``aurora_cli.main.check_values``)."""
+    parser.add_argument("--sites", help="comma-separated four-letter site codes, e.g. gako,gill (default: all)")
+    parser.add_argument("--start", help=start_help)
+    parser.add_argument("--end", help="end (exclusive), ISO 8601 UT")
