@@ -57,6 +57,7 @@ from aurora_pipeline.errors import BadInputError, CheckpointError
 from aurora_pipeline.device import resolve_device
 from aurora_pipeline.encoder.backbone import resnet18_encoder
 import aurora_pipeline
+from aurora_pipeline.ingest.config import recorded_setting
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 
 ENCODER_FILE = "encoder.safetensors"
@@ -118,8 +119,9 @@ def check_embedding_settings(sidecar: dict, where: str) -> dict[str, Any]:
 
 def encoder_preprocess(sidecar: dict) -> dict | None:
     """The preprocessing setting a checkpoint's encoder expects its frames in (None when the
-    checkpoint predates recording it)."""
-    return sidecar.get("preprocess")
+    checkpoint predates recording it). A setting recorded before a key was added reads with the
+    value its frames were made with (``recorded_setting``)."""
+    return recorded_setting(sidecar.get("preprocess"))
 
 
 def epoch_dir_name(epoch: int) -> str:

@@ -16,6 +16,12 @@ from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.source.sites import ALTITUDES_KM, DEFAULT_ALTITUDE_KM
 
 FOV_KINDS = ("oath", "circle", "elevation")
+# how fov="oath" resizes its uint8 frames: "pil", PIL's own fixed-point bilinear (the bytes of
+# ``Image.resize(..., BILINEAR)``, the same on every CPU); "float64", the float64 products the
+# first OATH-framed stores were made with (within 1 level of PIL's). A recorded OATH setting
+# without the key is one of those stores (or encoders) and reads as "float64".
+OATH_RESIZE_KINDS = ("pil", "float64")
+OATH_RESIZE_BEFORE = "float64"
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,16 @@ class PreprocessConfig:
     low_percentile: float = 1.0    # m in eq. 1
     high_percentile: float = 99.0  # M in eq. 1 is this percentile of x - m
     image_size: int = 128          # output frames are image_size x image_size
+    oath_resize: str = "pil"       # with fov="oath": "pil" (PIL's integer bilinear) or "float64" (stores made before it)
     block_frames: int = 16         # frames processed at once (bounds memory, not results; 16 stay in cache)
 
     def __post_init__(self):
         if self.fov not in FOV_KINDS:
             raise BadInputError("fov", f"must be one of {FOV_KINDS}, got {self.fov!r}",
                                 "use 'oath' or 'circle' (no skymap), or 'elevation' (with --skymaps)")
+        if self.oath_resize not in OATH_RESIZE_KINDS:
+            raise BadInputError("oath_resize", f"must be one of {OATH_RESIZE_KINDS}, got {self.oath_resize!r}",
+                                "use 'pil' (PIL's bilinear, the default of new stores)")
         if not 0.0 <= self.min_elevation < 90.0:
             raise BadInputError("min_elevation", f"must be in [0, 90) degrees, got {self.min_elevation}",
                                 "use the paper's 13.5 (15% of the radius of an equidistant fisheye)")
@@ -55,8 +65,11 @@ class PreprocessConfig:
                                 "use 128 (THEMIS frames are 256 x 256; more only interpolates)")
 
     def setting(self) -> dict:
-        """The parameters that decide the output frames, as a plain dict (the store's one setting)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "block_frames"}
+        """The parameters that decide the output frames, as a plain dict (the store's one setting).
+
+        ``oath_resize`` only with ``fov="oath"``: the other framings resize float values, the same way either way."""
+        unused = {"block_frames"} | ({"oath_resize"} if self.fov != "oath" else set())
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
     def as_attrs(self) -> dict:
         """The parameters as flat attributes prefixed ``preprocess_`` (for the store)."""
@@ -67,7 +80,9 @@ class PreprocessConfig:
                 "frame, no crop; eq. 1 of Johnson et al.: a = x - p_low(x), a = a / p_high(a) (percentiles over the "
                 "whole frame; a / max(a) where p_high(a) is 0), clip to [0, 1]; 0 outside the centred circle "
                 "sqrt((x-c)^2 + (y-c)^2) <= int((1 - fov_shrink) * c), c = half the frame side; uint8 = "
-                "floor(255 * value); bilinear antialiased resize of those uint8 values to image_size, rounded")
+                "floor(255 * value); bilinear antialiased resize of those uint8 values to image_size, "
+                + ("PIL's Image.resize(BILINEAR) to the byte (its fixed-point integers)" if self.oath_resize == "pil"
+                   else "in float64, rounded (within 1 level of PIL's)"))
             return out
         if self.fov == "circle":
             fov = ("field of view: the frame's inscribed circle (no skymap) shrunk by fov_shrink of its radius, "
@@ -90,4 +105,15 @@ class PreprocessConfig:
             if key in attrs:
                 value = attrs[key]
                 kwargs[field.name] = None if value == "none" else value
-        return cls(**kwargs)
+        return cls(**recorded_setting(kwargs))
+
+
+def recorded_setting(setting: dict | None) -> dict | None:
+    """A setting as a store or a checkpoint recorded it, with the values of keys added since
+    then filled in as the code that recorded it worked: an OATH setting without
+    ``oath_resize`` was resized in float64 (``OATH_RESIZE_BEFORE``). None stays None."""
+    if setting is None:
+        return None
+    if setting.get("fov") == "oath" and "oath_resize" not in setting:
+        return {**setting, "oath_resize": OATH_RESIZE_BEFORE}
+    return dict(setting)

@@ -10,7 +10,8 @@ Three steps, each recorded in the store through ``PreprocessConfig.as_attrs()``:
      whole 256 x 256 frame is kept (no crop), the sky inside the centred circle
      ``sqrt((x - c)^2 + (y - c)^2) <= int((1 - fov_shrink) * c)`` (c = 128: radius 108),
      eq. 1 with the percentiles over the whole frame, then uint8 by truncation
-     (``floor(255 * value)``) and the resize of those uint8 values;
+     (``floor(255 * value)``) and the resize of those uint8 values (``oath_resize``: PIL's
+     own integer bilinear for new stores, float64 for the stores made before it);
    - ``fov="circle"`` (the default before OATH framing, kept by the stores made with it):
      the frame's inscribed circle shrunk by ``fov_shrink`` (the paper's 15%) of its
      radius, cropped to the circle's bounding square;
@@ -48,6 +49,7 @@ from threadpoolctl import threadpool_limits
 
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.ingest.config import FOV_KINDS, PreprocessConfig  # noqa: F401 - the setting lives there (light); re-exported
+from aurora_pipeline.ingest.pil_bilinear import pil_resize
 
 
 def fov_geometry(shape: tuple[int, int], cfg: PreprocessConfig) -> tuple[slice, slice, np.ndarray]:
@@ -431,14 +433,18 @@ def to_uint8_truncated(images: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(np.asarray(images, np.float32) * np.float32(255.0)), 0, 255).astype(np.uint8)
 
 
-def resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear antialiased resize of uint8 (n, y, x) frames to uint8 (n, size, size), rounded to nearest.
+def resize_uint8(frames: np.ndarray, size: int, method: str = "pil") -> np.ndarray:
+    """Bilinear antialiased resize of uint8 (n, y, x) frames to uint8 (n, size, size).
 
-    The resize of an 8-bit image (what PIL's ``Image.resize(..., BILINEAR)`` does to OATH's
-    frames before the published encoder sees them); equal to PIL's within 1 level.
+    The resize of an 8-bit image, what PIL's ``Image.resize(..., BILINEAR)`` does to OATH's
+    frames before the published encoder sees them. ``method`` (the setting's ``oath_resize``):
+    "pil", PIL's bytes (:func:`~aurora_pipeline.ingest.pil_bilinear.pil_resize`); "float64",
+    the float64 products of the first OATH-framed stores, rounded, within 1 level of PIL's.
     """
     if frames.shape[1:] == (size, size):
         return np.asarray(frames, np.uint8)
+    if method == "pil":
+        return pil_resize(frames, size)
     unit = np.asarray(frames, np.float32)
     unit /= np.float32(255.0)  # in place: the [0, 1] value of each level, float32 as before
     return to_uint8(_resize_float64(unit.astype(np.float64), size))
@@ -463,7 +469,7 @@ def preprocess_oath_frames(images: np.ndarray, cfg: PreprocessConfig = Preproces
             stretched = stretch_whole_frame(images[i : i + cfg.block_frames], cfg.low_percentile, cfg.high_percentile)
             levels = _truncate_unit(stretched)
             levels *= sky  # 0 outside the circle: on the uint8 levels, the cheapest place to do it
-            out[i : i + cfg.block_frames] = resize_uint8(levels, cfg.image_size)
+            out[i : i + cfg.block_frames] = resize_uint8(levels, cfg.image_size, cfg.oath_resize)
     return out
 
 
@@ -474,9 +480,9 @@ def _truncate_unit(values: np.ndarray) -> np.ndarray:
     return values.astype(np.uint8)
 
 
-def oath_images_to_frames(green: np.ndarray, image_size: int) -> np.ndarray:
+def oath_images_to_frames(green: np.ndarray, image_size: int, oath_resize: str = "pil") -> np.ndarray:
     """OATH release images (their 16-bit green channel, (n, y, x) uint16, already framed and
     stretched by the release) to frames as a ``fov="oath"`` store holds them: uint8 by
-    truncation of ``green / 65535``, then :func:`resize_uint8` to ``image_size``."""
+    truncation of ``green / 65535``, then :func:`resize_uint8` to ``image_size`` by ``oath_resize``."""
     unit = np.asarray(green, np.float64) / 65535.0
-    return resize_uint8(to_uint8_truncated(unit), image_size)
+    return resize_uint8(to_uint8_truncated(unit), image_size, oath_resize)

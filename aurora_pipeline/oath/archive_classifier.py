@@ -23,6 +23,7 @@ import numpy as np
 
 from aurora_pipeline.classify.model import ClassifierConfig, cross_validate, fit_classifier, save_classifier
 from aurora_pipeline.errors import BadInputError
+from aurora_pipeline.ingest.config import recorded_setting
 from aurora_pipeline.ingest.preprocess import PreprocessConfig, fov_geometry, oath_images_to_frames, resize, to_uint8
 from aurora_pipeline.oath.dataset import load_oath
 
@@ -40,7 +41,7 @@ def oath_frames(ds, indices: np.ndarray, setting: dict) -> np.ndarray:
     Raises:
         BadInputError: ``fov="elevation"`` (OATH's images carry no skymap).
     """
-    cfg = PreprocessConfig(**setting)
+    cfg = PreprocessConfig(**recorded_setting(setting))
     if cfg.fov == "elevation":
         raise BadInputError("preprocess", "the encoder's frames were cut by a skymap's elevation (fov=elevation); "
                             "OATH's images carry no skymap", "use an encoder of a store without skymaps")
@@ -48,7 +49,8 @@ def oath_frames(ds, indices: np.ndarray, setting: dict) -> np.ndarray:
     for start in range(0, len(indices), _CHUNK):
         unit = ds.load_images(indices[start : start + _CHUNK], image_size=None)  # green / 65535, float32
         if cfg.fov == "oath":
-            frames = oath_images_to_frames(np.rint(unit.astype(np.float64) * 65535.0).astype(np.uint16), cfg.image_size)
+            green = np.rint(unit.astype(np.float64) * 65535.0).astype(np.uint16)
+            frames = oath_images_to_frames(green, cfg.image_size, cfg.oath_resize)
         else:
             rows, cols, mask = fov_geometry(unit.shape[1:], cfg)
             frames = to_uint8(resize(unit[:, rows, cols] * mask, cfg.image_size))

@@ -27,6 +27,7 @@ import zarr.storage
 
 from aurora_pipeline import __version__
 from aurora_pipeline.errors import NoStoreError, StoreError
+from aurora_pipeline.ingest.config import recorded_setting
 from aurora_pipeline.store import layout
 from aurora_pipeline.store.damage import damage_error
 from aurora_pipeline.store.facts import FACTS, facts_template
@@ -133,8 +134,9 @@ class Store:
 
     @property
     def preprocess(self) -> dict | None:
-        """The store's one preprocessing setting (``PreprocessConfig`` fields), or None before the first ingest."""
-        return self.attrs.get("aurora_preprocess")
+        """The store's one preprocessing setting (``PreprocessConfig`` fields), or None before the first ingest
+        (a setting recorded before a key was added reads with the value it was made with: ``recorded_setting``)."""
+        return recorded_setting(self.attrs.get("aurora_preprocess"))
 
     def set_preprocess(self, setting: dict, described: dict) -> None:
         """Record the preprocessing setting, or refuse one that differs from the store's."""

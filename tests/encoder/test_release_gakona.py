@@ -66,14 +66,21 @@ def test_the_store_holds_the_recipes_frames_and_the_three_channel_models_embeddi
     raw = read_asi_cdf(GAKO_CDF).images
     assert frames.shape == (len(raw), 224, 224) and report["frames"] == len(raw)
     expected = _recipe(raw, 224)
-    diff = np.abs(frames.astype(int) - expected.astype(int))
-    assert diff.mean() <= 0.5 and diff.max() <= 3
+    np.testing.assert_array_equal(frames, expected)     # PIL's resize (oath_resize="pil"): the recipe's bytes
     # the publisher's model on the recipe's input: (n, 3, 224, 224), the frame in green
     with torch.no_grad():
         h3 = three_channel_model(state)(green_input(torch.from_numpy(expected).float() / 255.0)).numpy()
     assert relative_error(embedding, h3) <= 0.002
     # and the frames differ from one another enough for that to mean something
     assert relative_error(embedding[0], embedding[-1]) > 0.002
+
+
+def test_an_encoder_imported_before_oath_resize_keeps_the_float64_frames_it_was_given():
+    from aurora_pipeline.encoder.checkpoint import encoder_preprocess
+
+    before = {k: v for k, v in PreprocessConfig(image_size=224).setting().items() if k != "oath_resize"}
+    assert encoder_preprocess({"preprocess": before})["oath_resize"] == "float64"
+    assert encoder_preprocess({}) is None
 
 
 def test_embed_refuses_a_store_of_another_setting_naming_both(gakona, tmp_path):

@@ -251,3 +251,31 @@ def test_stored_frames_are_the_preprocessing_of_the_whole_file(tmp_path):
     ingest([file], tmp_path / "s.zarr", cfg)
     stored = aurora_pipeline.open_site(tmp_path / "s.zarr", "gako").frames.values
     np.testing.assert_array_equal(stored, preprocess_frames(read_asi_cdf(file.url).images, cfg))
+
+
+def test_a_store_of_the_first_oath_setting_keeps_its_float64_resize(tmp_path):
+    """The first OATH-framed stores recorded no ``oath_resize``: they read as "float64", take new
+    hours in that setting (the bytes of ``oath_resize="float64"``), and their record is left as it was."""
+    import zarr
+
+    from aurora_pipeline.errors import StoreError
+    from aurora_pipeline.ingest.preprocess import preprocess_frames
+    from aurora_pipeline.source.cdf import read_asi_cdf
+
+    archive, store = tmp_path / "archive", tmp_path / "s.zarr"
+    write_synthetic_archive(archive, sites=["gako"], hours=1, frames_per_hour=20)
+    old = PreprocessConfig(image_size=64, oath_resize="float64")
+    ingest(list_archive(archive), store, old)
+    root = zarr.open_group(str(store), mode="r+")
+    recorded = {k: v for k, v in root.attrs["aurora_preprocess"].items() if k != "oath_resize"}
+    root.attrs["aurora_preprocess"] = recorded            # as the code before oath_resize recorded it
+    assert Store.open(store).preprocess["oath_resize"] == "float64"
+    write_synthetic_archive(archive, sites=["gako"], start="2011-01-06T05", hours=1, frames_per_hour=20)
+    report = ingest(list_archive(archive), store)           # no setting asked: the store's own
+    assert len(report.ingested) == 1
+    new_file = next(f for f in list_archive(archive) if f.hour_code.endswith("05"))
+    stored = aurora_pipeline.open_site(store, "gako").frames.values[20:]
+    np.testing.assert_array_equal(stored, preprocess_frames(read_asi_cdf(new_file.url).images, old))
+    assert zarr.open_group(str(store), mode="r").attrs["aurora_preprocess"] == recorded
+    with pytest.raises(StoreError, match=r"oath_resize='float64' \(asked 'pil'\)"):
+        ingest(list_archive(archive), store, PreprocessConfig(image_size=64))

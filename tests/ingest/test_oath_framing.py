@@ -28,11 +28,17 @@ def gako_raw() -> np.ndarray:
 
 
 @pytest.mark.parametrize("size", [224, 64])
-def test_real_gakona_frames_equal_the_recipe_within_rounding(gako_raw, size):
-    ours = preprocess_frames(gako_raw, PreprocessConfig(image_size=size))
-    diff = np.abs(ours.astype(int) - recipe(gako_raw, size).astype(int))
+def test_real_gakona_frames_are_the_recipes_bytes(gako_raw, size):
+    ours = preprocess_frames(gako_raw, PreprocessConfig(image_size=size))     # oath_resize="pil": new stores
     assert ours.shape == (len(gako_raw), size, size) and ours.dtype == np.uint8
-    assert diff.mean() <= 0.5 and diff.max() <= 3
+    np.testing.assert_array_equal(ours, recipe(gako_raw, size))
+
+
+@pytest.mark.parametrize("size", [224, 64])
+def test_real_gakona_frames_of_the_first_oath_stores_are_within_a_level_of_the_recipe(gako_raw, size):
+    ours = preprocess_frames(gako_raw, PreprocessConfig(image_size=size, oath_resize="float64"))
+    diff = np.abs(ours.astype(int) - recipe(gako_raw, size).astype(int))
+    assert diff.max() <= 1 and diff.mean() <= 0.2
 
 
 def test_the_frame_is_kept_whole_with_the_sky_in_a_circle_of_radius_108(gako_raw):

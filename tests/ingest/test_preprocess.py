@@ -273,14 +273,50 @@ def _oath_test_frames() -> np.ndarray:
 @pytest.mark.parametrize("size, digest", [(128, "8662a054739c43fa"), (64, "c9c4eec2f95e6604"),
                                           (224, "ccefa169d5b5d39c")])
 def test_oath_framing_outputs_are_the_bytes_of_the_code_that_made_the_first_oath_stores(size, digest):
-    # sha256 of preprocess_oath_frames' outputs as committed in 2d0dbf9 (before issue 22's second pass)
+    # sha256 of preprocess_oath_frames' outputs as committed in 2d0dbf9 (before issue 22's second pass):
+    # the stores made then record no oath_resize, read as "float64", and keep these bytes on a rerun
+    out = preprocess_frames(_oath_test_frames(), PreprocessConfig(image_size=size, oath_resize="float64"))
+    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == digest
+
+
+@pytest.mark.parametrize("size, digest", [(128, "59aa235356474eb9"), (64, "fef034430148e627"),
+                                          (224, "0758fa45c864164e")])
+def test_oath_framing_outputs_with_pils_resize_are_pinned(size, digest):
+    # the bytes of new stores (oath_resize="pil"): pinned so that a later change cannot move them silently
     out = preprocess_frames(_oath_test_frames(), PreprocessConfig(image_size=size))
     assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == digest
 
 
+def test_oath_framing_resizes_its_uint8_frame_as_pil_does():
+    from PIL import Image
+
+    from aurora_pipeline.ingest.preprocess import oath_circle, stretch_whole_frame, to_uint8_truncated
+
+    frames = _oath_test_frames()
+    levels = to_uint8_truncated(stretch_whole_frame(frames)) * oath_circle((256, 256), PreprocessConfig())
+    for size in (128, 224):
+        pil = np.stack([np.asarray(Image.fromarray(f, "L").resize((size, size), Image.BILINEAR)) for f in levels])
+        np.testing.assert_array_equal(preprocess_frames(frames, PreprocessConfig(image_size=size)), pil)
+
+
 @needs_data
-def test_oath_framing_outputs_of_the_real_file_are_unchanged():
+@pytest.mark.parametrize("oath_resize, digest", [("float64", "dca56a07b00a19aa"), ("pil", "448b7acd74fe104f")])
+def test_oath_framing_outputs_of_the_real_file_are_unchanged(oath_resize, digest):
     from aurora_pipeline.source.cdf import read_asi_cdf
 
-    out = preprocess_frames(read_asi_cdf(GAKO_CDF).images, PreprocessConfig())
-    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "dca56a07b00a19aa"
+    out = preprocess_frames(read_asi_cdf(GAKO_CDF).images, PreprocessConfig(oath_resize=oath_resize))
+    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == digest
+
+
+def test_a_recorded_oath_setting_without_oath_resize_reads_as_float64():
+    from aurora_pipeline.ingest.config import recorded_setting
+
+    first_stores = {k: v for k, v in PreprocessConfig().setting().items() if k != "oath_resize"}
+    assert PreprocessConfig(**recorded_setting(first_stores)).oath_resize == "float64"
+    assert PreprocessConfig().setting()["oath_resize"] == "pil"                      # new stores
+    assert "oath_resize" not in PreprocessConfig(fov="circle").setting()            # resizes floats either way
+    assert recorded_setting(PreprocessConfig(fov="circle").setting()) == PreprocessConfig(fov="circle").setting()
+    attrs = {k: v for k, v in PreprocessConfig().as_attrs().items() if k != "preprocess_oath_resize"}
+    assert PreprocessConfig.from_attrs(attrs).oath_resize == "float64"
+    with pytest.raises(BadInputError, match="oath_resize"):
+        PreprocessConfig(oath_resize="bicubic")
