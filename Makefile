@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test install clean
 
-$(STAMP): pyproject.toml
+# setup.py and the C kernel: a change rebuilds the compiled OATH framing (in place, with the editable install)
+$(STAMP): pyproject.toml setup.py aurora_pipeline/ingest/_oath_framing.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, from its exact pin, so nothing below can pull a CUDA build

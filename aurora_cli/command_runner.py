@@ -16,7 +16,7 @@ The runner is used only when it would do what a new process does:
 
 - the same installation: the command's interpreter and packages are the runner's (two
   checkouts that share a Prefect home each run their own code);
-- the same code: the ``.py`` files of ``aurora_pipeline``, ``flows`` and ``aurora_cli`` and the
+- the same code: the ``.py`` files (and compiled ``.so``) of ``aurora_pipeline``, ``flows`` and ``aurora_cli`` and the
   installed distributions are unchanged since it started (otherwise it restarts itself, and this
   one command runs in its own process);
 - the same settings that are read when a module is imported: every ``PREFECT_*``,
@@ -50,7 +50,7 @@ import flows
 from aurora_cli.prefect_home import prefect_home
 
 IMPORT_TIME_PREFIXES = ("PREFECT_", "DASK_", "OMP_", "MKL_", "OPENBLAS_", "TORCH_", "PYTORCH_", "CUDA_")
-PACKAGES = (aurora_pipeline, flows, aurora_cli)  # the project's code: its .py files are the fingerprint
+PACKAGES = (aurora_pipeline, flows, aurora_cli)  # the project's code: its .py and .so files are the fingerprint
 OFF_SWITCH = "AURORA_PIPELINE_NO_RUNNER"
 RUNNER_LOG = "aurora-pipeline-runner.log"
 MAX_MESSAGE = 16 * 1024 * 1024      # one request (arguments + environment) is a few KB
@@ -113,13 +113,14 @@ def _install() -> list[str]:
 
 
 def code_fingerprint() -> str:
-    """Changes when a ``.py`` file of the packages changes or a distribution is installed or removed."""
+    """Changes when a ``.py`` file or a compiled extension (``.so``, e.g. the rebuilt OATH framing kernel)
+    of the packages changes, or a distribution is installed or removed."""
     digest = hashlib.sha256(sys.executable.encode())
     for package in PACKAGES:
         root = Path(package.__file__).parent
         for folder, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for name in sorted(f for f in files if f.endswith(".py")):
+            for name in sorted(f for f in files if f.endswith((".py", ".so"))):
                 info = os.stat(os.path.join(folder, name))
                 digest.update(f"{folder}/{name}:{info.st_mtime_ns}:{info.st_size}\n".encode())
     for entry in sys.path:

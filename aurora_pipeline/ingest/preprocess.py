@@ -49,6 +49,7 @@ from threadpoolctl import ThreadpoolController
 
 from aurora_pipeline.errors import BadInputError
 from aurora_pipeline.ingest.config import FOV_KINDS, PreprocessConfig  # noqa: F401 - the setting lives there (light); re-exported
+from aurora_pipeline.ingest import oath_kernel
 from aurora_pipeline.ingest.pil_bilinear import pil_resize
 
 
@@ -466,6 +467,10 @@ def preprocess_oath_frames(images: np.ndarray, cfg: PreprocessConfig = Preproces
     """Raw frames (n, y, x) to uint8 (n, s, s) framed like OATH: whole-frame eq. 1, 0 outside
     :func:`oath_circle`, no crop, uint8 by truncation, then the resize of the uint8 frame.
 
+    With PIL's resize (``oath_resize="pil"``, new stores) the compiled kernel does it in one pass
+    per frame (:mod:`~aurora_pipeline.ingest.oath_kernel`); :func:`oath_frames_numpy` is the
+    same bytes in NumPy (the reference, and the path of ``oath_resize="float64"``).
+
     Raises:
         BadInputError: not (n, y, x), or ``cfg.fov`` is not "oath".
     """
@@ -474,7 +479,20 @@ def preprocess_oath_frames(images: np.ndarray, cfg: PreprocessConfig = Preproces
     if cfg.fov != "oath":
         raise BadInputError("fov", f"OATH framing needs fov='oath', the setting says {cfg.fov!r}",
                             "use preprocess_frames for the other settings")
-    sky = oath_circle(images.shape[1:], cfg).astype(np.uint8)  # 1 inside the circle, 0 outside
+    if cfg.oath_resize != "pil":
+        return oath_frames_numpy(images, cfg)
+    if not oath_kernel.available():
+        oath_kernel.warn_missing()
+        return oath_frames_numpy(images, cfg)
+    out, flat = oath_kernel.oath_frames(images, _sky(images.shape[1:], cfg), cfg)
+    if flat.any():  # no contrast: stretched by their maximum, as the recipe does (rare)
+        out[flat] = oath_frames_numpy(images[flat], cfg)
+    return out
+
+
+def oath_frames_numpy(images: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """:func:`preprocess_oath_frames` in NumPy, block by block: the reference of the compiled kernel."""
+    sky = _sky(images.shape[1:], cfg)
     out = np.empty((len(images), cfg.image_size, cfg.image_size), dtype=np.uint8)
     with one_blas_thread():  # as in preprocess_frames: small products, busy cores
         for i in range(0, len(images), cfg.block_frames):
@@ -483,6 +501,11 @@ def preprocess_oath_frames(images: np.ndarray, cfg: PreprocessConfig = Preproces
             levels *= sky  # 0 outside the circle: on the uint8 levels, the cheapest place to do it
             out[i : i + cfg.block_frames] = resize_uint8(levels, cfg.image_size, cfg.oath_resize)
     return out
+
+
+def _sky(shape: tuple[int, int], cfg: PreprocessConfig) -> np.ndarray:
+    """uint8 (y, x): 1 inside :func:`oath_circle`, 0 outside."""
+    return oath_circle(shape, cfg).astype(np.uint8)
 
 
 def _truncate_unit(values: np.ndarray) -> np.ndarray:
