@@ -182,7 +182,7 @@ def ingest_night(files: list[ArchiveFile], store: StoreLike, config: NightlyConf
     cfg = resolve_preprocess(store, image_size=config.image_size, skymaps=config.skymaps,
                              min_elevation=config.min_elevation, map_altitude_km=config.map_altitude_km,
                              checkpoint=config.checkpoint)  # a new store is framed as the night's encoder wants
-    with dask_client(config.dask_address) as client:
+    with dask_client(config.dask_address, threads=True) as client:  # a local cluster's workers: threads (the work releases the GIL)
         return ingest(files, store, cfg, client=client, skip_stored=False, skymaps=config.skymaps)
 
 

@@ -36,7 +36,7 @@ def ingest_files(files: list[ArchiveFile], store: StoreLike, cfg: PreprocessConf
         else:
             logger.info("ingested %s (%d frames, %.1f s)", outcome.file.name, outcome.frames, outcome.seconds)
 
-    with dask_client(dask_address) as client:
+    with dask_client(dask_address, threads=True) as client:  # a local cluster's workers: threads (the work releases the GIL)
         report = ingest(files, store, cfg, client=client, on_outcome=log, skymaps=skymaps)
     return report.summary()
 

@@ -11,6 +11,7 @@ with an explicit ``now``.
 from __future__ import annotations
 
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -335,16 +336,23 @@ def test_label_archive_options_are_the_nightly_configs_fields():
 def test_a_night_opens_its_store_once(models, tmp_path, monkeypatch):
     """run_night opens an existing store once and hands the Store to every stage (issue 19, item 3):
     ``Store.open`` is wrapped by a counter that calls the real classmethod. The ingest's files are
-    written on the LocalCluster's workers, each opening the store in its own process (not counted)."""
+    written on the LocalCluster's workers (threads of this process since issue 22), each opening
+    the store's location once per file as a worker of any cluster does: counted apart."""
     archive, store = tmp_path / "archive", tmp_path / "s.zarr"
     add_hour(archive, "2011-01-06T05")
     now = np.datetime64("2011-01-08T05")
     run_night(str(archive), str(store), night_config(models, lookback_days=2), now=now)
     add_hour(archive, "2011-01-06T06")
-    opens = []
+    opens, on_workers = [], []
     real = Store.open.__func__
-    monkeypatch.setattr(Store, "open", classmethod(lambda cls, st, options=None, mode="r":
-                                                   opens.append((type(st).__name__, mode)) or real(cls, st, options, mode)))
+
+    def counted(cls, st, options=None, mode="r"):
+        on_main = threading.current_thread() is threading.main_thread()
+        (opens if on_main else on_workers).append((type(st).__name__, mode))
+        return real(cls, st, options, mode)
+
+    monkeypatch.setattr(Store, "open", classmethod(counted))
     summary = run_night(str(archive), str(store), night_config(models, lookback_days=2), now=now)
     assert summary["hours"] == ["gako/2011-01-06T06"] and summary["hours_labelled"] == 1
     assert opens == [("str", "r+")]
+    assert on_workers == [("str", "a")]  # the one new file's worker
