@@ -5,8 +5,8 @@ exercises the same network code paths as a production run:
 
 - :func:`start_s3_server`: an S3 API (moto's server) for the Zarr store and checkpoints.
 - :func:`serve_directory`: an HTTP archive mirror laid out like the THEMIS
-  tree, with Apache-style directory listings, ``Range`` requests and injectable
-  ``503`` failures.
+  tree, with Apache-style directory listings, ``Range`` requests, injectable
+  ``503`` failures and held downloads (a GET that waits until the test releases it).
 - :func:`start_dask_cluster`: a ``distributed`` scheduler with worker *processes*.
 - :func:`start_prefect_server` / :func:`start_worker`: a Prefect API server and a
   process worker, each a subprocess of the venv's ``prefect`` CLI.
@@ -155,7 +155,19 @@ class _MirrorHTTPServer(ThreadingHTTPServer):
         self.sort_links = sort_links
         self.lock = threading.Lock()
         self.failures: dict[str, tuple[int, int]] = {}  # path -> (remaining, status)
+        self.holds: dict[str, "Hold"] = {}  # path -> a hold on its GETs
         self.log: list[MirrorRequest] = []
+
+
+@dataclass
+class Hold:
+    """GETs of one path wait until ``release()``; ``arrived`` is set when the first one comes."""
+
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 class _MirrorHandler(BaseHTTPRequestHandler):
@@ -187,6 +199,10 @@ class _MirrorHandler(BaseHTTPRequestHandler):
             remaining, fail_status = self.server.failures.get(rel.rstrip("/"), (0, 0))
             if remaining > 0:
                 self.server.failures[rel.rstrip("/")] = (remaining - 1, fail_status)
+            hold = self.server.holds.get(rel.rstrip("/")) if send_body else None
+        if hold is not None:
+            hold.arrived.set()
+            hold.released.wait(timeout=300)  # bounded: a test that forgets to release cannot hang the server
         if remaining > 0:
             return self._send_bytes(
                 fail_status, b"injected failure\n", "text/plain", send_body, {"Retry-After": "0"}
@@ -315,6 +331,13 @@ class HttpMirror:
         """Answer the next ``times`` requests (GET or HEAD) for ``relpath`` with ``status``."""
         with self._server.lock:
             self._server.failures[relpath.strip("/")] = (times, int(status))
+
+    def hold(self, relpath: str) -> Hold:
+        """Make GETs of ``relpath`` wait until the returned hold is released (HEADs are answered)."""
+        hold = Hold()
+        with self._server.lock:
+            self._server.holds[relpath.strip("/")] = hold
+        return hold
 
     @property
     def requests(self) -> list[MirrorRequest]:

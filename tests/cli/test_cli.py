@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 from aurora_cli import command_runner
-from servers import free_port
+from servers import serve_directory, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -214,21 +214,27 @@ def test_a_user_error_in_the_runner_prints_one_line_and_exits_2(cli, tmp_path):
 
 
 def test_ctrl_c_reaches_the_command_the_runner_runs(cli, tmp_path):
+    """SIGINT sent to the command while it is inside the ingest (its first download held by the
+    mirror until then, so the command cannot have finished) ends it with 130."""
     archive = tmp_path / "archive"
     cli.json("synth-archive", str(archive), "--sites", "gako", "--hours", "2", "--frames-per-hour", "240")
-    before = len(runner_log(cli))
-    command = subprocess.Popen([str(CLI), "ingest", "--archive", str(archive), "--store", str(tmp_path / "s.zarr"),
-                                "--image-size", "32"], env=cli.env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(runner_log(cli)) == before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    line = runner_log(cli)[-1]
-    assert "ingest --archive " + str(archive) in line
-    pid = int(line.split("runner: pid ")[1].split()[0])
-    time.sleep(1.0)
-    command.send_signal(signal.SIGINT)
-    out, err = command.communicate(timeout=120)
+    mirror = serve_directory(archive)
+    held = mirror.hold(str(sorted(archive.rglob("*.cdf"))[0].relative_to(archive)))
+    try:
+        before = len(runner_log(cli))
+        command = subprocess.Popen([str(CLI), "ingest", "--archive", mirror.url, "--store", str(tmp_path / "s.zarr"),
+                                    "--image-size", "32"], env=cli.env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        assert held.arrived.wait(timeout=120), "the command never asked for the held file"
+        line = runner_log(cli)[-1]
+        assert len(runner_log(cli)) == before + 1 and "ingest --archive " + mirror.url in line
+        pid = int(line.split("runner: pid ")[1].split()[0])
+        command.send_signal(signal.SIGINT)
+        held.release()  # the download in flight may finish: the interrupt is already on its way
+        out, err = command.communicate(timeout=120)
+    finally:
+        held.release()
+        mirror.stop()
     assert command.returncode == 130, out + err
     assert "KeyboardInterrupt" in err
     deadline = time.monotonic() + 30
