@@ -16,9 +16,11 @@ both; the figures to quote are the best of the rounds (and the ratio of those be
 2. The command: ``aurora-pipeline server start`` on a new Prefect home and a free port,
    then per round the bare read over ``--workers`` processes (a process pool started
    before the clock, files handed out one at a time as Dask does) and
-   ``aurora-pipeline ingest --archive A --store NEW`` (the warm runner runs it).
-3. Peak memory: the library ``ingest`` on a LocalCluster of ``--workers`` in this
-   process, sampled every 20 ms per process (``--skip memory`` leaves it out).
+   ``aurora-pipeline ingest --archive A --store NEW`` (the warm runner runs it; its
+   LocalCluster has one worker per core, threads of the command's process).
+3. Peak memory: the library ``ingest`` on a LocalCluster of ``--workers`` worker threads
+   in this process (as the command) and of ``--workers`` worker processes, sampled every
+   20 ms per process (``--skip memory`` leaves it out).
 
     .venv/bin/python benchmarks/ingest.py [--rounds 3] [--files 10] [--workers 2] [--skip memory]
 """
@@ -169,17 +171,23 @@ def command(archive: Path, files, rounds: int, workers: int, work: Path) -> None
 
 
 def memory(files, workers: int, work: Path) -> None:
+    """Peak memory of the library ingest on the command's LocalCluster (worker threads of this process)
+    and on worker processes (a cluster's workers elsewhere), each sampled every 20 ms."""
     from aurora_pipeline.dask_cluster import dask_client
     from aurora_pipeline.ingest.driver import ingest
 
-    with dask_client(n_workers=workers) as client:
-        client.run(lambda: None)
-        with PeakMemory() as mem:
-            report = ingest(files, work / "memory.zarr", client=client)
-    assert report.frames == 1200 * len(files)
-    print(f"peak memory of the library ingest on {workers} workers: all processes {mem.peak / 2**30:.2f} GiB; "
-          "per process " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in mem.peak_by_process.items())
-          + " GiB (goal < 1.5 per worker)")
+    for threads in (True, False):
+        store = work / f"memory-{threads}.zarr"
+        with dask_client(n_workers=workers, threads=threads) as client:
+            client.run(lambda: None)
+            with PeakMemory() as mem:
+                report = ingest(files, store, client=client)
+        assert report.frames == 1200 * len(files)
+        shutil.rmtree(store, ignore_errors=True)
+        kind = f"{workers} worker threads in this process" if threads else f"{workers} worker processes"
+        print(f"peak memory of the library ingest on {kind}: all processes {mem.peak / 2**30:.2f} GiB; "
+              "per process " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in mem.peak_by_process.items())
+              + f" GiB (goal < 1.5 per worker{', so < ' + str(1.5 * workers) + ' for this process' if threads else ''})")
 
 
 def main() -> None:

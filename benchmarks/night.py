@@ -10,8 +10,8 @@ per 1,000 frames and what a night of the real archive (about 26 sites x 12 hours
 
 Models: a random-init encoder at 128 px (a forward pass costs the same whatever the
 weights) and a classifier and centroids fitted on its embeddings of a small separate
-archive (``scale.py``'s ``fit_models``). Ingest runs on a LocalCluster of one worker per
-core (as the command does), embedding in this process on the CPU (torch's threads).
+archive (``scale.py``'s ``fit_models``). Ingest runs on a LocalCluster of one worker thread per
+core (as the nightly run does), embedding in this process on the CPU (torch's threads).
 
 A GPU worker: no GPU figure is measured in BENCHMARKS.md (no GPU was lent to any task
 that ran ``gpu_check.sh``); the GPU line is therefore an ESTIMATE that replaces only the
@@ -91,7 +91,7 @@ def main() -> None:
     files = list_archive(synthetic_archive("archive-12k", ["gako", "gill"], "2011-01-06T04", 5, 1200))
     first, new = files[0], files[1 : 1 + args.files]
     best: dict[str, float] = {}
-    with dask_client() as client:
+    with dask_client(threads=True) as client:  # as the nightly run's ingest: worker threads
         client.run(lambda: None)
         for r in range(args.rounds):
             frames, seconds = one_night(new, first, work / "night.zarr", models, client)
