@@ -11,7 +11,8 @@ both; the figures to quote are the best of the rounds (and the ratio of those be
 1. In one process, one file: the bare read (``cdflib.CDF(path).varget`` of the images
    and the epochs; twice: as installed, where cdflib inflates with libdeflate, and with the
    standard library's gzip, cdflib without the optional ``deflate`` package, as the issue
-   first measured it), ``read_asi_cdf``, ``preprocess_frames`` and ``ingest_file`` into a
+   first measured it), ``read_asi_cdf``, ``preprocess_frames`` (and the NumPy path that the
+   compiled OATH framing kernel replaces, the same bytes) and ``ingest_file`` into a
    new store, wall seconds and CPU seconds of the process (all its threads).
 2. The command: ``aurora-pipeline server start`` on a new Prefect home and a free port,
    then per round the bare read over ``--workers`` processes (a process pool started
@@ -23,6 +24,9 @@ both; the figures to quote are the best of the rounds (and the ratio of those be
    20 ms per process (``--skip memory`` leaves it out).
 
     .venv/bin/python benchmarks/ingest.py [--rounds 3] [--files 10] [--workers 2] [--skip memory]
+
+``--files 30`` (3 sites x 10 hours) shows the command's fixed costs (Prefect's start and end
+of a run, ~1 s) spread over more files, as a night's ~300 files spread them further.
 """
 
 from __future__ import annotations
@@ -95,15 +99,15 @@ def clock(fn):
     return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
-def in_process(file, rounds: int, work: Path) -> None:
+def in_process(file, rounds: int, work: Path, image_size: int = 128) -> None:
     from aurora_pipeline.ingest.driver import ingest_file
-    from aurora_pipeline.ingest.preprocess import PreprocessConfig, preprocess_frames
+    from aurora_pipeline.ingest.preprocess import PreprocessConfig, oath_frames_numpy, preprocess_frames
     from aurora_pipeline.source.cdf import read_asi_cdf
     from aurora_pipeline.store.core import Store
 
-    cfg = PreprocessConfig()
+    cfg = PreprocessConfig(image_size=image_size)
     rows = {k: [] for k in ("bare read, stdlib gzip", "bare cdflib read", "read_asi_cdf", "preprocess_frames",
-                            "ingest_file")}
+                            "  (its NumPy path)", "ingest_file")}
     for r in range(rounds):
         store = work / f"one-file-{r}.zarr"
         st = Store.open(store, mode="a")
@@ -115,6 +119,7 @@ def in_process(file, rounds: int, work: Path) -> None:
         wall, cpu, frames = clock(lambda: read_asi_cdf(file.url))
         rows["read_asi_cdf"].append((wall, cpu))
         rows["preprocess_frames"].append(clock(functools.partial(preprocess_frames, frames.images, cfg))[:2])
+        rows["  (its NumPy path)"].append(clock(functools.partial(oath_frames_numpy, frames.images, cfg))[:2])
         frames = None  # the raw counts go before ingest_file reads them again
         wall, cpu, outcome = clock(lambda: ingest_file(file, str(store), cfg))
         assert outcome.status == "ingested", outcome
@@ -123,7 +128,7 @@ def in_process(file, rounds: int, work: Path) -> None:
         print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f} s" for k, v in rows.items()), flush=True)
     bare_wall = min(w for w, _ in rows["bare cdflib read"])
     bare_cpu = min(c for _, c in rows["bare cdflib read"])
-    print(f"one {file.name} in one process, best of {rounds} (wall s, CPU s of all threads; ratio to the bare "
+    print(f"one {file.name} in one process at {image_size} px, best of {rounds} (wall s, CPU s of all threads; ratio to the bare "
           f"read, cdflib inflating with {inflater()}):")
     for key, values in rows.items():
         wall, cpu = min(w for w, _ in values), min(c for _, c in values)
@@ -190,18 +195,32 @@ def memory(files, workers: int, work: Path) -> None:
               + f" GiB (goal < 1.5 per worker{', so < ' + str(1.5 * workers) + ' for this process' if threads else ''})")
 
 
+# cached synthetic archives of 1,200-frame hours (~114 MB a file): the smallest that holds --files is used
+ARCHIVES = (("archive-12k", ("gako", "gill"), 5), ("archive-36k", ("gako", "gill", "fsmi"), 10))
+
+
+def archive_for(files: int) -> Path:
+    for name, sites, hours in ARCHIVES:
+        if files <= len(sites) * hours:
+            return synthetic_archive(name, list(sites), "2011-01-06T04", hours, 1200)
+    raise SystemExit(f"--files {files}: at most {len(ARCHIVES[-1][1]) * ARCHIVES[-1][2]} (the largest synthetic archive)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--files", type=int, default=10, help="1,200-frame files of the synthetic archive (<= 10)")
+    parser.add_argument("--files", type=int, default=10,
+                        help="1,200-frame files to ingest (<= 30; more than 10 writes a 30-file archive, 3.4 GB, once)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="bare-read processes; the command's LocalCluster has one worker per core")
+    parser.add_argument("--image-size", type=int, default=128,
+                        help="the one-file part's frame size (224: the published encoder's stores)")
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: one-file,command,memory")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     print(command_line())
     print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the start")
-    full_archive = synthetic_archive("archive-12k", ["gako", "gill"], "2011-01-06T04", 5, 1200)
+    full_archive = archive_for(args.files)
     work = Path(tempfile.mkdtemp(prefix="aurora-ingest-bench-", dir=CACHE))
     try:
         files = list_archive(full_archive)[: args.files]
@@ -212,7 +231,7 @@ def main() -> None:
             os.link(f.url, target)
         files = list_archive(archive)
         if "one-file" not in skip:
-            in_process(files[0], args.rounds, work)
+            in_process(files[0], args.rounds, work, args.image_size)
         if "command" not in skip:
             command(archive, files, args.rounds, args.workers, work)
         if "memory" not in skip:
