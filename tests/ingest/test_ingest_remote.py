@@ -74,3 +74,19 @@ def test_real_dask_cluster_with_two_workers(dask_cluster, local_reference, tmp_p
     assert len(report.ingested) == 4 and len(workers) == 2
     for site in ("gako", "gill"):
         _same_frames(store, reference, site)
+
+
+def test_s3_archive_and_store_on_the_local_clusters_worker_threads(s3_env, local_reference):
+    """The command's local cluster (worker threads of one process): two files at a time fetched from
+    S3 and written to an S3 store, the same frames as the serial local ingest."""
+    archive, reference = local_reference
+    fs = s3_env.filesystem()
+    bucket = s3_env.make_bucket("themis-threads")
+    fs.put(str(archive / "thg"), "themis-threads/mirror/thg", recursive=True)
+    files = list_archive(f"{bucket}/mirror", sites=["gako", "gill"])
+    store = f"{bucket}/stores/asi.zarr"
+    with dask_client(n_workers=2, threads=True) as client:
+        report = ingest(files, store, SMALL, client=client)
+    assert len(report.ingested) == 4, report.summary()
+    for site in ("gako", "gill"):
+        _same_frames(store, reference, site)
