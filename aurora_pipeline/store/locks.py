@@ -21,9 +21,11 @@ import contextlib
 import json
 import os
 import socket
+import tempfile
 import time
 import uuid
 
+from aurora_pipeline.atomic import atomic_write
 from aurora_pipeline.errors import StoreError
 import fcntl
 
@@ -47,15 +49,55 @@ def _group_json(**attributes) -> bytes:
     return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}).encode()
 
 
+LOCKS_GROUP = _group_json(long_name="writer locks of this store (see aurora_pipeline.store.locks)")
+
+
+def _create_once(meta: str, content: bytes) -> None:
+    """Make the file ``meta`` with ``content`` unless it exists, so that no reader ever sees it part-written
+    and it is never replaced once made (a lock file's inode is what ``flock`` locks: a replaced file
+    would let two writers hold "the" lock). The content goes to a temporary file beside it, which is
+    hard-linked to ``meta`` in one step; ``os.link`` fails when another writer made ``meta`` first.
+    (Opening ``meta`` for appending and writing when it was empty let two writers that opened it at
+    once both write: a zarr.json of two documents that no Zarr reader opens.)"""
+    if os.path.exists(meta):
+        return
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(meta), prefix=".zarr.json.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, meta)
+    finally:
+        os.unlink(tmp)
+
+
+def _is_group_json(data: bytes) -> bool:
+    try:
+        return json.loads(data).get("node_type") == "group"
+    except (ValueError, AttributeError):
+        return False
+
+
+def _repair_in_place(fd: int, content: bytes) -> None:
+    """Rewrite the held lock file's content if it is not one group document (a store whose lock file two
+    writers created at once before the fix above): same inode, under its lock."""
+    size = os.fstat(fd).st_size
+    if _is_group_json(os.pread(fd, size, 0)):
+        return
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, content, 0)
+
+
 @contextlib.contextmanager
 def _local_lock(path: str, wait_s: float):
-    for folder in (os.path.dirname(os.path.dirname(path)), os.path.dirname(path)):
+    folders = (os.path.dirname(os.path.dirname(path)), os.path.dirname(path))
+    for folder in folders:
         os.makedirs(folder, exist_ok=True)
-        meta = os.path.join(folder, "zarr.json")
-        if not os.path.exists(meta):
-            with open(meta, "ab") as fh:  # "a": never truncates a file another process holds
-                if fh.tell() == 0:
-                    fh.write(_group_json(long_name="writer locks of this store (see aurora_pipeline.store.locks)"))
+        _create_once(os.path.join(folder, "zarr.json"), LOCKS_GROUP)
+    parent = os.path.join(folders[0], "zarr.json")  # locked by nobody: a bad one is replaced whole
+    with open(parent, "rb") as fh:
+        if not _is_group_json(fh.read()):
+            atomic_write(parent, LOCKS_GROUP)
     fd = os.open(path, os.O_RDWR, 0o644)
     try:
         deadline = time.monotonic() + wait_s
@@ -69,6 +111,7 @@ def _local_lock(path: str, wait_s: float):
                                      "other run to finish, or stop it.") from None
                 time.sleep(0.05)
         try:
+            _repair_in_place(fd, LOCKS_GROUP)
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
