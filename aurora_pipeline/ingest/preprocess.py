@@ -479,8 +479,8 @@ def preprocess_oath_frames(images: np.ndarray, cfg: PreprocessConfig = Preproces
     if cfg.fov != "oath":
         raise BadInputError("fov", f"OATH framing needs fov='oath', the setting says {cfg.fov!r}",
                             "use preprocess_frames for the other settings")
-    if cfg.oath_resize != "pil":
-        return oath_frames_numpy(images, cfg)
+    if cfg.oath_resize != "pil" or images.dtype.kind != "u" or images.dtype.itemsize > 2:
+        return oath_frames_numpy(images, cfg)  # the kernel takes unsigned counts of 16 bits at most (THEMIS's)
     if not oath_kernel.available():
         oath_kernel.warn_missing()
         return oath_frames_numpy(images, cfg)

@@ -64,6 +64,16 @@ def test_kernel_takes_the_settings_percentiles(low, high):
     np.testing.assert_array_equal(preprocess_oath_frames(frames, cfg), oath_frames_numpy(frames, cfg))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32, ">u2"])
+def test_other_dtypes_give_the_numpy_paths_bytes(dtype):
+    frames = _frames((4, 64, 64), seed=3)
+    if np.dtype(dtype) == np.uint8:
+        frames = (frames >> 8).astype(np.uint8)
+    frames = frames.astype(dtype)
+    cfg = PreprocessConfig(image_size=32)
+    np.testing.assert_array_equal(preprocess_oath_frames(frames, cfg), oath_frames_numpy(frames, cfg))
+
+
 def test_flat_frames_are_flagged_and_left_to_the_numpy_path():
     frames = _frames((6, 64, 64))
     cfg = PreprocessConfig(image_size=32)
