@@ -19,7 +19,8 @@ is left to the NumPy path, which stretches it by its maximum. The NumPy path sta
 reference, and is what runs where the kernel was not built (with a warning, once).
 
 Example:
-    >>> out = oath_frames(raw_counts, PreprocessConfig())   # (n, 256, 256) uint16 -> (n, 128, 128) uint8
+    >>> around = (percentile_ranks(256 * 256, 1.0), percentile_ranks(256 * 256, 99.0))
+    >>> out, flat = oath_frames(raw_counts, sky, around, 128)   # (n, 256, 256) uint16 -> (n, 128, 128) uint8
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import logging
 
 import numpy as np
 
-from aurora_pipeline.ingest.config import PreprocessConfig
 from aurora_pipeline.ingest.pil_bilinear import pil_weights
 
 try:
@@ -56,14 +56,15 @@ def warn_missing() -> None:
                 "`pip install -e .` in the checkout) with a C compiler present.", _MISSING)
 
 
-def oath_frames(images: np.ndarray, sky: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+def oath_frames(images: np.ndarray, sky: np.ndarray, around: tuple, size: int) -> tuple[np.ndarray, np.ndarray]:
     """OATH framing of uint16 (n, y, x) ``images`` with the 0/1 uint8 ``sky`` mask (y, x) into uint8
-    (n, s, s), ``s = cfg.image_size``. Returns (frames, flat): ``flat`` (n,) bool marks the frames with
-    no contrast, left as zeros for the caller (the NumPy path stretches them by their maximum)."""
+    (n, size, size). ``around``: the low and the high percentile's ``(rank below, rank above, float32
+    fraction)`` (``preprocess.percentile_ranks``). Returns (frames, flat): ``flat`` (n,) bool marks the
+    frames with no contrast, left as zeros for the caller (the NumPy path stretches them by their maximum)."""
     images = np.ascontiguousarray(images, dtype=np.uint16)
     n, h, w = images.shape
-    size = cfg.image_size
-    ranks, fracs = _ranks(h * w, cfg.low_percentile, cfg.high_percentile)
+    ranks = np.array([r for lo, hi, _ in around for r in (lo, hi)], np.int64)
+    fracs = np.array([frac for _, _, frac in around], np.float32)
     xfirst, xweights = _filter(w, size)
     yfirst, yweights = _filter(h, size)
     out = np.empty((n, size, size), np.uint8)
@@ -71,22 +72,6 @@ def oath_frames(images: np.ndarray, sky: np.ndarray, cfg: PreprocessConfig) -> t
     _oath_framing.frames(images, n, h, w, np.ascontiguousarray(sky, np.uint8), ranks, fracs, size,
                          xfirst, xweights, xweights.shape[1], yfirst, yweights, yweights.shape[1], out, flat)
     return out, flat.astype(bool)
-
-
-@functools.lru_cache(maxsize=16)
-def _ranks(k: int, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
-    """The order statistics (int64 (4,): below and above each percentile's position among ``k``
-    values) and the float32 fractions between them, as ``frame_percentiles`` takes them."""
-    ranks, fracs = [], []
-    for q in (low, high):
-        p = q / 100.0 * (k - 1)
-        lo = int(np.floor(p))
-        ranks += [min(lo, k - 1), min(lo + 1, k - 1)]
-        fracs.append(np.float32(p - lo))
-    ranks_out, fracs_out = np.array(ranks, np.int64), np.array(fracs, np.float32)
-    ranks_out.setflags(write=False)
-    fracs_out.setflags(write=False)
-    return ranks_out, fracs_out
 
 
 @functools.lru_cache(maxsize=16)

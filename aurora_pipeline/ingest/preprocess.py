@@ -137,21 +137,24 @@ def frame_percentiles(values: np.ndarray, qs=(1.0, 99.0)) -> list[np.ndarray]:
     """
     values = np.asarray(values)
     n, k = values.shape
-    positions = [q / 100.0 * (k - 1) for q in qs]
-    ranks = sorted({min(int(np.floor(p)) + d, k - 1) for p in positions for d in (0, 1)})
+    around = [percentile_ranks(k, q) for q in qs]
+    ranks = sorted({r for lo, hi, _ in around for r in (lo, hi)})
     if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
         order = _ranked_counts(values, np.array(ranks))
     else:
         part = np.partition(values, ranks, axis=1)
         order = part[:, ranks]
     at = {r: order[:, i].astype(np.float32) for i, r in enumerate(ranks)}
-    out = []
-    for p in positions:
-        lo = int(np.floor(p))
-        hi = min(lo + 1, k - 1)
-        below, above = at[lo], at[hi]
-        out.append(below + (above - below) * np.float32(p - lo))
-    return out
+    return [at[lo] + (at[hi] - at[lo]) * frac for lo, hi, frac in around]
+
+
+def percentile_ranks(k: int, q: float) -> tuple[int, int, np.float32]:
+    """Where the ``q``-th percentile (linear interpolation) of ``k`` values lies: the ranks (0-based) of
+    the order statistics below and above it and the float32 fraction between them. The one definition
+    of :func:`frame_percentiles` and of the compiled OATH framing kernel."""
+    p = q / 100.0 * (k - 1)
+    lo = int(np.floor(p))
+    return lo, min(lo + 1, k - 1), np.float32(p - lo)
 
 
 def _ranked_counts(values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
@@ -484,7 +487,9 @@ def preprocess_oath_frames(images: np.ndarray, cfg: PreprocessConfig = Preproces
     if not oath_kernel.available():
         oath_kernel.warn_missing()
         return oath_frames_numpy(images, cfg)
-    out, flat = oath_kernel.oath_frames(images, _sky(images.shape[1:], cfg), cfg)
+    k = images.shape[1] * images.shape[2]
+    around = (percentile_ranks(k, cfg.low_percentile), percentile_ranks(k, cfg.high_percentile))
+    out, flat = oath_kernel.oath_frames(images, _sky(images.shape[1:], cfg), around, cfg.image_size)
     if flat.any():  # no contrast: stretched by their maximum, as the recipe does (rare)
         out[flat] = oath_frames_numpy(images[flat], cfg)
     return out

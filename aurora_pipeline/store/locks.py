@@ -78,6 +78,10 @@ def _is_group_json(data: bytes) -> bool:
         return False
 
 
+# lock files this process has found whole (or repaired): checked once, not on every acquisition
+_CHECKED: set[str] = set()
+
+
 def _repair_in_place(fd: int, content: bytes) -> None:
     """Rewrite the held lock file's content if it is not one group document (a store whose lock file two
     writers created at once before the fix above): same inode, under its lock."""
@@ -91,13 +95,15 @@ def _repair_in_place(fd: int, content: bytes) -> None:
 @contextlib.contextmanager
 def _local_lock(path: str, wait_s: float):
     folders = (os.path.dirname(os.path.dirname(path)), os.path.dirname(path))
+    checked = path in _CHECKED
     for folder in folders:
         os.makedirs(folder, exist_ok=True)
         _create_once(os.path.join(folder, "zarr.json"), LOCKS_GROUP)
     parent = os.path.join(folders[0], "zarr.json")  # locked by nobody: a bad one is replaced whole
-    with open(parent, "rb") as fh:
-        if not _is_group_json(fh.read()):
-            atomic_write(parent, LOCKS_GROUP)
+    if not checked:
+        with open(parent, "rb") as fh:
+            if not _is_group_json(fh.read()):
+                atomic_write(parent, LOCKS_GROUP)
     fd = os.open(path, os.O_RDWR, 0o644)
     try:
         deadline = time.monotonic() + wait_s
@@ -111,7 +117,9 @@ def _local_lock(path: str, wait_s: float):
                                      "other run to finish, or stop it.") from None
                 time.sleep(0.05)
         try:
-            _repair_in_place(fd, LOCKS_GROUP)
+            if not checked:
+                _repair_in_place(fd, LOCKS_GROUP)
+                _CHECKED.add(path)
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)

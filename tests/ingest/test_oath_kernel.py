@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from aurora_pipeline.ingest import oath_kernel
-from aurora_pipeline.ingest.preprocess import PreprocessConfig, oath_circle, oath_frames_numpy, preprocess_oath_frames
+from aurora_pipeline.ingest.preprocess import (PreprocessConfig, oath_circle, oath_frames_numpy, percentile_ranks,
+                                               preprocess_oath_frames)
 
 GAKO_CDF = Path(__file__).resolve().parents[3] / "shared" / "data" / "themis" / "thg_l1_asf_gako_2011010617_v01.cdf"
 
@@ -77,7 +78,8 @@ def test_other_dtypes_give_the_numpy_paths_bytes(dtype):
 def test_flat_frames_are_flagged_and_left_to_the_numpy_path():
     frames = _frames((6, 64, 64))
     cfg = PreprocessConfig(image_size=32)
-    out, flat = oath_kernel.oath_frames(frames, oath_circle((64, 64), cfg).astype(np.uint8), cfg)
+    around = (percentile_ranks(64 * 64, 1.0), percentile_ranks(64 * 64, 99.0))
+    out, flat = oath_kernel.oath_frames(frames, oath_circle((64, 64), cfg).astype(np.uint8), around, 32)
     assert flat.tolist() == [False, False, True, True, False, False]
     assert not out[flat].any()
 
@@ -93,7 +95,7 @@ def test_the_kernel_refuses_buffers_of_the_wrong_size():
 
     frames = _frames((2, 64, 64))
     sky = np.ones((64, 64), np.uint8)
-    ranks, fracs = oath_kernel._ranks(64 * 64, 1.0, 99.0)
+    ranks, fracs = np.array([655 // 16, 655 // 16 + 1, 4054, 4055], np.int64), np.zeros(2, np.float32)
     first, weights = oath_kernel._filter(64, 32)
     out, flat = np.empty((2, 32, 32), np.uint8), np.zeros(2, np.uint8)
     args = [frames, 2, 64, 64, sky, ranks, fracs, 32, first, weights, weights.shape[1], first, weights,
