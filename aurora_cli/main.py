@@ -17,6 +17,7 @@ import os
 import sys
 
 from aurora_cli import keogram_events, occurrence, search
+from aurora_cli.heartbeats import command_heartbeats
 from aurora_cli.options import add_range, config_option
 
 # Only the standard library and aurora_cli's argparse helpers at the top: a command that the warm runner
@@ -229,9 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     handler = _HANDLERS[args.command]
     try:
         check_values(args)  # at the edge, before any flow starts
-        if args.command not in _NO_FLOW:
+        if args.command in _NO_FLOW:
+            result = handler(args)
+        else:
             _prepare_prefect(args.debug)
-        result = handler(args)
+            with command_heartbeats():  # the command's own runs wait for no heartbeat thread (see the module)
+                result = handler(args)
     except Exception as err:
         # the library: off `import aurora_cli.main` (see the top); loaded by the parse already
         from aurora_pipeline.errors import AuroraError

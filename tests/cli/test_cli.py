@@ -193,6 +193,29 @@ def test_commands_run_in_the_warm_runner(cli, built):
     assert len(runner_log(cli)) == before + 1  # this command, run by the runner, output on our pipes
 
 
+def heartbeats_of(cli: Cli, flow_run_id: str) -> list[dict]:
+    """The heartbeat events the server stored for one flow run."""
+    return httpx.post(f"{cli.api_url}/events/filter", json={
+        "filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
+                   "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}}, "limit": 50}).json()["events"]
+
+
+def test_a_commands_runs_send_heartbeats_only_when_the_user_sets_their_frequency(cli, built):
+    nothing_new = ("ingest", "--archive", str(built.archive), "--store", str(built.store), "--sites", "gako",
+                   "--image-size", "32")
+    cli.run(*nothing_new)
+    quiet = cli.flow_runs("ingest-archive")[0]["id"]
+    cli.run(*nothing_new, extra_env={"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"})  # Prefect's guide to zombie runs
+    asked = cli.flow_runs("ingest-archive")[0]["id"]
+    assert asked != quiet
+    deadline = time.monotonic() + 120  # the server stores events in batches
+    while not heartbeats_of(cli, asked) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert heartbeats_of(cli, asked), "the run of a command with PREFECT_FLOWS_HEARTBEAT_FREQUENCY set sent none"
+    # the first command had sent all its events before the second began, and the server stores them in order
+    assert heartbeats_of(cli, quiet) == []
+
+
 def test_other_import_time_settings_run_the_command_in_its_own_process(cli, built, tmp_path):
     before = len(runner_log(cli))
     done = cli.run("--debug", "ingest", "--archive", str(built.archive), "--store", str(tmp_path / "s.zarr"),
