@@ -72,6 +72,12 @@ PRELOAD = (  # what commands import; the runner imports it once, its children ne
     "distributed", "distributed.http.scheduler", "distributed.http.prometheus", "distributed.dashboard",
     "distributed.diagnostics.websocket", "tornado.platform.asyncio", "multiprocessing.synchronize",
     "rich._emoji_codes", "pydantic.color", "fsspec.implementations.chained",
+    # what xarray (a new store's template: `dask.array`, 0.16 s), the failures table and the LocalCluster's
+    # dashboard routes import on their first use
+    "dask.array", "pandas.core.methods.to_dict", "distributed.http.health",
+    "distributed.http.statics", "distributed.http.scheduler.info", "distributed.http.scheduler.json",
+    "distributed.http.scheduler.missing_bokeh", "distributed.http.scheduler.prometheus",
+    "distributed.http.worker.prometheus",
 )
 
 
@@ -440,12 +446,32 @@ def ping(path: Path) -> bool:
         sock.close()
 
 
+def warm_up() -> None:
+    """Work every command's child would otherwise redo, done once before the runner forks (none of it
+    starts a thread): the options' help texts read from the configs' source (``build_parser``, ~30 ms),
+    the ``uname -p`` that a Dask worker's first version report runs, and the Prefect settings of a
+    command's runs (``heartbeats.settings_without_heartbeats``, ~30 ms of pydantic validation)."""
+    # prefect, distributed: preloaded above; imported here, not at the top (the CLI's hand-over does without)
+    from distributed.versions import get_versions
+
+    from aurora_cli.heartbeats import settings_without_heartbeats
+    from prefect.settings import get_current_settings
+
+    importlib.import_module(COMMAND).build_parser()  # named, not imported: aurora_cli.main imports this module
+    get_versions()
+    settings_without_heartbeats(get_current_settings())
+
+
 def main(args: list[str]) -> int:
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except Exception as err:  # noqa: BLE001 - only an optimisation: the command imports what it needs itself
             print(f"runner: not preloaded: {name} ({err})", flush=True)
+    try:
+        warm_up()
+    except Exception as err:  # noqa: BLE001 - as the preload: the command does it itself when it needs it
+        print(f"runner: not warmed up ({type(err).__name__}: {err})", flush=True)
     return Runner(Path(args[0])).serve()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from aurora_pipeline.errors import BadInputError, CheckpointError
@@ -99,3 +100,17 @@ def test_the_code_fingerprint_covers_the_command_line_package():
             assert command_runner.code_fingerprint() != before, package
         finally:
             os.utime(marker, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def test_the_runners_warm_up_starts_no_thread_and_leaves_the_commands_settings_made():
+    """The runner forks only with one thread; its warm-up makes what each child would redo."""
+    from prefect.settings import get_current_settings
+
+    from aurora_cli import command_runner, heartbeats
+
+    heartbeats._QUIET.clear()
+    threads = threading.active_count()
+    command_runner.warm_up()
+    assert threading.active_count() == threads
+    [(settings, made)] = heartbeats._QUIET  # made by the warm-up, for these settings
+    assert settings is get_current_settings() and made.flows.heartbeat_frequency is None
