@@ -81,6 +81,31 @@ def is_healthy(api_url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
         return False
 
 
+# read-only queries of what a command's first flow run makes the server do (its database, its models)
+WARM_UP_QUERIES = ("flows/filter", "flow_runs/filter", "task_runs/filter", "events/filter")
+
+
+def warm_up_server(api_url: str) -> int:
+    """Ask a new server the queries of ``WARM_UP_QUERIES``; returns how many it answered.
+
+    A new server's first answers cost it ~0.5 s of CPU, which the first command after `server
+    start` paid beside its own work on the same cores (a one-file ingest 1.64 s, the next ones
+    1.03 s; after this warm-up the first one too). Only an optimisation: a failure here is left to
+    the command that uses the server to find.
+    """
+    answered = 0
+    for query in WARM_UP_QUERIES:
+        request = urllib.request.Request(f"{api_url}/{query}", data=b'{"limit": 1}', method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+                answered += response.status == 200
+        except (urllib.error.URLError, OSError, ValueError):
+            return answered
+    return answered
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -200,6 +225,7 @@ def start_server(port: int = DEFAULT_PORT, timeout: float = SERVER_STARTUP_TIMEO
                                 f"last lines of {log}:\n{_log_tail(str(log))}",
                                 "fix what the log says, then run `aurora-pipeline server start` again")
         if is_healthy(state.api_url):
+            warm_up_server(state.api_url)
             return start_runner(state, progress), True
         if not said and progress is not None and time.monotonic() > deadline - timeout + 5:
             progress(f"waiting for the Prefect server on port {port} (a first start creates its database; "

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import zarr
 
+from aurora_cli.local_server import WARM_UP_QUERIES, warm_up_server
 from servers import HttpMirror, PrefectServer, S3Server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,6 +224,8 @@ def test_prefect_server_is_healthy_and_accepts_the_infra_work_pools(
     prefect_server: PrefectServer,
 ) -> None:
     assert httpx.get(f"{prefect_server.api_url}/health", timeout=10).json() is True
+    # `aurora-pipeline server start`'s warm-up queries are ones this Prefect server answers
+    assert warm_up_server(prefect_server.api_url) == len(WARM_UP_QUERIES)
 
     for name, kind in (("cpu-process", "process"), ("cpu-kubernetes", "kubernetes"),
                        ("gpu-kubernetes", "kubernetes")):
