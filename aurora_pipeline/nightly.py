@@ -24,6 +24,7 @@ stages as Prefect tasks through :class:`NightSteps`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -182,8 +183,9 @@ def ingest_night(files: list[ArchiveFile], store: StoreLike, config: NightlyConf
     cfg = resolve_preprocess(store, image_size=config.image_size, skymaps=config.skymaps,
                              min_elevation=config.min_elevation, map_altitude_km=config.map_altitude_km,
                              checkpoint=config.checkpoint)  # a new store is framed as the night's encoder wants
-    with dask_client(config.dask_address, threads=True) as client:  # a local cluster's workers: threads (the work releases the GIL)
-        return ingest(files, store, cfg, client=client, skip_stored=False, skymaps=config.skymaps)
+    # a local cluster's workers: threads (the work releases the GIL); started only when a file is to be ingested
+    cluster = functools.partial(dask_client, config.dask_address, threads=True)
+    return ingest(files, store, cfg, cluster=cluster, skip_stored=False, skymaps=config.skymaps)
 
 
 def embed_night(store: StoreLike, config: NightlyConfig, sites: list[str], start: str | None, end: str | None) -> dict:

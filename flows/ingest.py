@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -36,9 +38,9 @@ def ingest_files(files: list[ArchiveFile], store: StoreLike, cfg: PreprocessConf
         else:
             logger.info("ingested %s (%d frames, %.1f s)", outcome.file.name, outcome.frames, outcome.seconds)
 
-    with dask_client(dask_address, threads=True) as client:  # a local cluster's workers: threads (the work releases the GIL)
-        report = ingest(files, store, cfg, client=client, on_outcome=log, skymaps=skymaps)
-    return report.summary()
+    # a local cluster's workers: threads (the work releases the GIL); started only when a file is to be ingested
+    cluster = functools.partial(dask_client, dask_address, threads=True)
+    return ingest(files, store, cfg, cluster=cluster, on_outcome=log, skymaps=skymaps).summary()
 
 
 def check_not_all_failed(summary: dict, archive: str, store: str) -> None:

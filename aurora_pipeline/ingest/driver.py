@@ -202,6 +202,7 @@ def ingest(
     cfg: PreprocessConfig | None = None,
     *,
     client=None,
+    cluster=None,
     storage_options: dict | None = None,
     archive_storage_options: dict | None = None,
     skip_stored: bool = True,
@@ -210,6 +211,10 @@ def ingest(
     skymap_storage_options: dict | None = None,
 ) -> IngestReport:
     """Ingest ``files`` into ``store``, in parallel on ``client`` (a ``distributed.Client``) or serially.
+
+    ``cluster`` (instead of ``client``): a function that returns a context manager yielding a
+    client, e.g. ``functools.partial(dask_client, address, threads=True)``. It is entered only
+    when there are files to ingest: a run with nothing new starts no cluster.
 
     ``cfg`` None means the store's own preprocessing setting (``resolve_preprocess``: the
     paper's for a new store); another setting than the store's is refused (StoreError).
@@ -257,7 +262,7 @@ def ingest(
     kwargs = dict(storage_options=storage_options, archive_storage_options=archive_storage_options)
     errors: list[tuple[ArchiveFile, BaseException]] = []
     pending: list[FileOutcome] = []
-    for file, outcome, error in _run(todo, st, cfg, client, kwargs, fovs):
+    for file, outcome, error in _run(todo, st, cfg, client, cluster, kwargs, fovs):
         if error is not None:
             log.error("ingest of %s raised %s", file.url, error, exc_info=error)
             errors.append((file, error))
@@ -354,9 +359,14 @@ def _ingest_with_fov(file: ArchiveFile, fov, **kwargs) -> FileOutcome:
     return ingest_file(file, fov=fov, **kwargs)
 
 
-def _run(todo, st: Store, cfg, client, kwargs, fovs):
+def _run(todo, st: Store, cfg, client, cluster, kwargs, fovs):
     """Yield (file, outcome, unexpected error) as files finish, serially (on the driver's ``st``) or on
-    Dask (a worker is a process of its own: it opens the store from its location, once per file)."""
+    Dask (a worker is a process of its own: it opens the store from its location, once per file);
+    ``cluster``: the client's context, entered here (see ``ingest``)."""
+    if client is None and cluster is not None:
+        with cluster() as client:
+            yield from _run(todo, st, cfg, client, None, kwargs, fovs)
+        return
     if client is None:
         for f in todo:
             try:

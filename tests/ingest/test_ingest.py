@@ -1,5 +1,6 @@
 """Ingest end to end: real and synthetic CDFs, both layouts, bad input, reruns, kills and late hours."""
 
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import xarray as xr
 
 import aurora_pipeline
+from aurora_pipeline.dask_cluster import dask_client
 from aurora_pipeline.source.archive import list_archive, relative_path
 from aurora_pipeline.store.failures import read_failures
 from aurora_pipeline.ingest.driver import ingest
@@ -73,6 +75,24 @@ def test_rerun_leaves_the_store_exactly_as_one_run(tmp_path):
     second = ingest(list_archive(archive), store, SMALL)
     assert len(first.ingested) == 4 and len(second.ingested) == 0 and len(second.skipped) == 4
     assert _store_snapshot(store) == before
+
+
+def test_a_run_with_nothing_new_starts_no_cluster(tmp_path):
+    archive = tmp_path / "archive"
+    write_synthetic_archive(archive, sites=["gako"], hours=2, frames_per_hour=10)
+    store = tmp_path / "s.zarr"
+    started = []
+
+    @contextlib.contextmanager
+    def cluster():
+        with dask_client(n_workers=2, threads=True) as client:
+            started.append(client)
+            yield client
+
+    first = ingest(list_archive(archive), store, SMALL, cluster=cluster)
+    assert len(first.ingested) == 2 and len(started) == 1  # the files ran on the cluster it started
+    second = ingest(list_archive(archive), store, SMALL, cluster=cluster)
+    assert len(second.skipped) == 2 and len(started) == 1  # nothing new: no cluster
 
 
 def _frame_chunks(store: Path) -> dict:
