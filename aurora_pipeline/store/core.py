@@ -22,6 +22,7 @@ import fsspec
 import numpy as np
 import xarray as xr
 import zarr
+import zarr.codecs
 import zarr.errors
 import zarr.storage
 
@@ -319,7 +320,8 @@ def _year_template(site: str, year: int, image_size: int) -> xr.Dataset:
 def _year_encoding(year: int, image_size: int) -> dict:
     enc = {"time": {"units": layout.TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int64",
                     "_FillValue": -1, "fill_value": -1, "chunks": (layout.small_chunk(),)},
-           "frames": {"chunks": (layout.frames_chunk(image_size), image_size, image_size), "fill_value": 0}}
+           "frames": {"chunks": (layout.frames_chunk(image_size), image_size, image_size), "fill_value": 0,
+                      "compressors": (zarr.codecs.ZstdCodec(level=layout.FRAMES_ZSTD_LEVEL),)}}
     n_hours = layout.hours_in_year(year)
     for name, (dtype, fill, _attrs) in FACTS.items():
         enc[f"hour_{name}"] = {"chunks": (n_hours,)} | ({"fill_value": fill} if dtype != "str" else {})

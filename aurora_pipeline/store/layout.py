@@ -38,6 +38,10 @@ STORE_FORMAT_VERSION = 2
 FORMAT_ATTR = "aurora_store_format"
 SLOTS_PER_HOUR = 1536        # capacity C of an hour: 1,200 frames at 3 s cadence plus 28% headroom
 FRAMES_CHUNK_BYTES = 2 << 20  # frames chunks of at most 2 MiB (a whole number of them per hour)
+# zstd level of the frames of a new store (a store keeps the codec it was made with). On the real Gakona
+# frames level 2 stores 34.2% of the raw bytes against 34.1% at zarr's default 3 (32.4 / 31.6% on the
+# synthetic archive) for 37% less CPU (0.037 against 0.058 s an hour file); level 1 costs +4% bytes.
+FRAMES_ZSTD_LEVEL = 2
 EMBEDDING_CHUNK = 256        # embedding slots a chunk: 512 KiB of float32 at 512 features, 6 chunks an hour
 SMALL_CHUNK_HOURS = 96       # time/label/probability/cluster: 4 days of slots a chunk
 TIME_UNITS = "milliseconds since 1970-01-01"
