@@ -43,7 +43,7 @@ from aurora_pipeline.ingest.driver import ingest
 from aurora_pipeline.ingest.preprocess import PreprocessConfig
 from aurora_pipeline.source.archive import list_archive
 files = list_archive(sys.argv[1])
-with dask_client(None) as client:
+with dask_client(None, threads=True) as client:  # as the flow: a LocalCluster of worker threads
     report = ingest(files, sys.argv[2], PreprocessConfig(image_size=32), client=client)
 assert report.summary()["files_ingested"] == 2, report.summary()
 """
@@ -59,7 +59,7 @@ def main():
     library, flow = [], []
     for i in range(int(sys.argv[3])):
         started = time.perf_counter()
-        with dask_client(None) as client:
+        with dask_client(None, threads=True) as client:  # as the flow
             ingest(list_archive(sys.argv[1]), f"{sys.argv[2]}/warm-lib-{i}.zarr", PreprocessConfig(image_size=32),
                    client=client)
         library.append(time.perf_counter() - started)
