@@ -78,13 +78,25 @@ def write_facts(group, hours: np.ndarray, updates: dict[str, np.ndarray | list |
     hours = np.asarray(hours, dtype=np.int64)
     if not len(hours):
         return
-    for name in sorted(updates, key=lambda n: n == "frames"):
-        if name not in FACTS:
-            raise KeyError(f"unknown per-hour fact {name!r}")
+    unknown = sorted(name for name in updates if name not in FACTS)
+    if unknown:
+        raise KeyError(f"unknown per-hour fact {unknown[0]!r}")
+    current = read_facts(group, tuple(updates))  # every fact read concurrently, as in read_facts
+    for name, values in updates.items():
         dtype = FACTS[name][0]
-        values = np.broadcast_to(np.asarray(updates[name], dtype=object if dtype == "str" else dtype), hours.shape)
-        array = group[f"hour_{name}"]
-        current = array[:]
-        current = current.astype(object) if dtype == "str" else current
-        current[hours] = values
-        array[:] = current
+        current[name] = np.array(current[name])  # writable
+        current[name][hours] = np.broadcast_to(np.asarray(values, dtype=object if dtype == "str" else dtype),
+                                               hours.shape)
+    _store_facts(group, {name: v for name, v in current.items() if name != "frames"})
+    if "frames" in current:
+        _store_facts(group, {"frames": current["frames"]})  # last: it makes the hours visible
+
+
+def _store_facts(group, values: dict[str, np.ndarray]) -> None:
+    """Write whole fact arrays (name -> (hours_in_year,)), concurrently: one round trip, not one per fact."""
+    arrays = {name: group[f"hour_{name}"].async_array for name in values}
+
+    async def store_all():
+        await asyncio.gather(*(arrays[name].setitem(slice(None), v) for name, v in values.items()))
+
+    sync(store_all())
