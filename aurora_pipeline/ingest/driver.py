@@ -377,6 +377,8 @@ def _run(todo, st: Store, cfg, client, cluster, kwargs, fovs):
     # distributed: only with a Dask client (a serial ingest does without)
     from distributed import as_completed
 
+    # the largest files first, so that the last ones to finish, each alone on a worker, are the smallest
+    todo = sorted(todo, key=lambda f: -(f.size or 0))
     futures = client.map(_ingest_with_fov, todo, [fovs.get(f.url) for f in todo], store=st.local_path or st.url, cfg=cfg,
                          pure=False, **kwargs)
     by_future = dict(zip(futures, todo))

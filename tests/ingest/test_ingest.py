@@ -95,6 +95,20 @@ def test_a_run_with_nothing_new_starts_no_cluster(tmp_path):
     assert len(second.skipped) == 2 and len(started) == 1  # nothing new: no cluster
 
 
+def test_on_a_cluster_the_largest_files_go_first(tmp_path):
+    # the last files to finish, each alone on a worker, are then the smallest
+    archive = tmp_path / "archive"
+    first = np.datetime64("2011-01-06T04", "h")
+    for i, frames in enumerate([8, 24, 16]):
+        times, images, _ = render_site_hour("gako", first + i, frames, 0, size=64)
+        write_asi_cdf(archive / relative_path("gako", first + i), "gako", times, images)
+    done = []
+    with dask_client(n_workers=1, threads=True) as client:  # one worker: files run in the order given to it
+        report = ingest(list_archive(archive), tmp_path / "s.zarr", SMALL, client=client, on_outcome=done.append)
+    assert [o.frames for o in done] == [24, 16, 8]
+    assert [o.frames for o in report.ingested] == [8, 24, 16]  # the report stays in hour order
+
+
 def _frame_chunks(store: Path) -> dict:
     return {p: p.stat().st_mtime_ns for p in (store / "gako" / "2011" / "frames" / "c").rglob("*") if p.is_file()}
 
