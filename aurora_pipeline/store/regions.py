@@ -14,6 +14,8 @@ Two kinds of write, one for each kind of array (see layout.py):
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from aurora_pipeline.errors import StoreError
@@ -73,11 +75,11 @@ def _write_chunks(array, region: slice, block: np.ndarray) -> None:
     data = _holds_data(block.reshape((-1, step * int(np.prod(block.shape[1:], dtype=np.int64)))), array.fill_value)
     unchecked = array.with_config({"write_empty_chunks": True})
     first = 0
-    for i in range(1, len(data) + 1):
-        if i == len(data) or data[i] != data[first]:  # the end of a run of chunks of one kind: one write
-            rows = slice(first * step, i * step)
-            (unchecked if data[first] else array)[region.start + rows.start : region.start + rows.stop] = block[rows]
-            first = i
+    for holds, run in itertools.groupby(data):  # one write per run of chunks of one kind
+        end = first + len(list(run))
+        rows = slice(first * step, end * step)
+        (unchecked if holds else array)[region.start + rows.start : region.start + rows.stop] = block[rows]
+        first = end
 
 
 def _holds_data(chunks: np.ndarray, fill) -> np.ndarray:
